@@ -1,0 +1,415 @@
+#include "ncap/core.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <new>
+#include <sstream>
+
+#include "ncap/kernels.hpp"
+#include "ncap/parallel.hpp"
+
+namespace ncap {
+namespace {
+
+std::string shape_of(const MatrixView& v) {
+  std::ostringstream os;
+  os << "(" << v.rows << ", " << v.cols << ")";
+  return os.str();
+}
+
+// Per-thread scratch memory, so that parallel tasks never share buffers.
+struct Scratch {
+  std::vector<double> values;
+  std::vector<int64_t> indices;
+};
+
+class ThreadScratch {
+ public:
+  ThreadScratch(int threads, int64_t values, int64_t indices)
+      : per_thread_(threads > 0 ? threads : 1, Scratch{std::vector<double>(values), std::vector<int64_t>(indices)}) {}
+  Scratch& mine() {
+#ifdef _OPENMP
+    if (per_thread_.size() > 1) return per_thread_[omp_get_thread_num()];
+#endif
+    return per_thread_[0];
+  }
+
+ private:
+  std::vector<Scratch> per_thread_;
+};
+
+std::string indexed(const char* name, size_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
+
+// One captured array in float64: row-major (B x n) and column-major (n x B)
+// copies when the maths needs the whole matrix, per-row sums always.
+struct Loaded {
+  const MatrixView* view = nullptr;
+  std::string name;
+  bool full = false;
+  std::vector<double> rows;     // B x n
+  std::vector<double> cols;     // n x B
+  std::vector<double> sum;      // per sample: sum_k x_k
+  std::vector<double> abs_sum;  // per sample: sum_k |x_k|
+  std::vector<int64_t> bad_col; // per sample: first non-finite column, or -1
+};
+
+// z[l] (l = 0..L-2), s[l] (l = 1..L-1), g[l] (l = 2..L), indexed by the SPEC's l.
+struct Workspace {
+  int64_t batch = 0;
+  int n_layers = 0;  // L
+  std::vector<int64_t> widths;
+  std::vector<Loaded> z, s, g;
+  std::vector<Loaded*> all;
+};
+
+void load_row(Loaded& a, int64_t b) {
+  const MatrixView& v = *a.view;
+  const int64_t n = v.cols;
+  double* dst = a.rows.empty() ? nullptr : a.rows.data() + b * n;
+  double sums[2];
+  if (v.dtype == DType::Float32)
+    kernels::load_row(static_cast<const float*>(v.data) + b * v.row_stride, v.col_stride, n, dst, sums);
+  else
+    kernels::load_row(static_cast<const double*>(v.data) + b * v.row_stride, v.col_stride, n, dst, sums);
+  a.sum[b] = sums[0];
+  a.abs_sum[b] = sums[1];
+  a.bad_col[b] = -1;
+  if (!std::isfinite(sums[1])) {  // rare: locate the culprit
+    for (int64_t k = 0; k < n; ++k) {
+      const double x = v.dtype == DType::Float32
+                           ? static_cast<const float*>(v.data)[b * v.row_stride + k * v.col_stride]
+                           : static_cast<const double*>(v.data)[b * v.row_stride + k * v.col_stride];
+      if (!std::isfinite(x)) { a.bad_col[b] = k; break; }
+    }
+    if (a.bad_col[b] < 0) a.bad_col[b] = n;  // all finite, but the sum overflows
+  }
+}
+
+// Column-major copy (n x B) of a loaded row-major array, in cache-sized blocks.
+void transpose_into(const Loaded& a, int64_t batch, std::vector<double>& cols) {
+  const int64_t n = a.view->cols;
+  cols.resize(static_cast<size_t>(batch * n));
+  constexpr int64_t kTile = 32;
+  for (int64_t b0 = 0; b0 < batch; b0 += kTile)
+    for (int64_t k0 = 0; k0 < n; k0 += kTile)
+      for (int64_t b = b0; b < std::min(b0 + kTile, batch); ++b)
+        for (int64_t k = k0; k < std::min(k0 + kTile, n); ++k) cols[k * batch + b] = a.rows[b * n + k];
+}
+
+void init_loaded(Loaded& a, const MatrixView& v, std::string name, bool full, int64_t batch) {
+  a.view = &v;
+  a.name = std::move(name);
+  a.full = full;
+  if (full) a.rows.resize(static_cast<size_t>(batch * v.cols));
+  a.sum.resize(batch);
+  a.abs_sum.resize(batch);
+  a.bad_col.resize(batch);
+}
+
+// Reads every array the maths uses, once, in parallel over samples; checks finiteness.
+void load(const Trace& t, bool everything_full, bool need_cols, int threads, Workspace& w) {
+  const int L = static_cast<int>(t.acts.size());
+  const int64_t B = t.acts[0].rows;
+  w.batch = B;
+  w.n_layers = L;
+  w.z.resize(L - 1);
+  w.s.resize(L);
+  w.g.resize(L + 1);
+  int64_t total = 0;
+  for (int l = 0; l <= L - 2; ++l)  // z^0 is only summed unless degrees need it
+    init_loaded(w.z[l], t.acts[l], indexed("acts", l), everything_full || l > 0, B);
+  for (int l = 1; l <= L - 1; ++l) init_loaded(w.s[l], t.derivs[l - 1], indexed("derivs", l - 1), true, B);
+  for (int l = 2; l <= L; ++l)  // g^L is only summed unless degrees need it
+    init_loaded(w.g[l], t.grads[l - 1], indexed("grads", l - 1), everything_full || l < L, B);
+  for (int l = 0; l <= L - 2; ++l) w.all.push_back(&w.z[l]);
+  for (int l = 1; l <= L - 1; ++l) w.all.push_back(&w.s[l]);
+  for (int l = 2; l <= L; ++l) w.all.push_back(&w.g[l]);
+  for (Loaded* a : w.all) total += a->view->cols;
+
+  const int team = pick_threads(threads, static_cast<double>(B) * total);
+  parallel_for(B, team, [&](int64_t b) {
+    for (Loaded* a : w.all) load_row(*a, b);
+  });
+
+  // Report the first problem in argument order, then sample order (deterministic).
+  for (Loaded* a : w.all) {
+    for (int64_t b = 0; b < B; ++b) {
+      if (a->bad_col[b] < 0) continue;
+      std::ostringstream os;
+      if (a->bad_col[b] == a->view->cols)
+        os << "values too large: the sum of |x| over sample " << b
+           << " overflows float64; rescale the inputs";
+      else
+        os << "contains NaN or Inf (first at sample " << b << ", unit " << a->bad_col[b]
+           << "); beta_eff needs finite activations, derivatives and gradients";
+      throw ArgumentError(a->name, os.str());
+    }
+  }
+  std::vector<Loaded*> full;
+  for (Loaded* a : w.all)
+    if (a->full && need_cols) full.push_back(a);
+  parallel_for(static_cast<int64_t>(full.size()), team, [&](int64_t k) { transpose_into(*full[k], B, full[k]->cols); });
+}
+
+void check_view(const MatrixView& v, const std::string& name, int64_t batch) {
+  if (v.rows != batch) {
+    std::ostringstream os;
+    os << "batch size " << v.rows << " (shape " << shape_of(v) << ") differs from acts[0]'s "
+       << batch << "; every array must hold the same samples";
+    throw ArgumentError(name, os.str());
+  }
+  if (v.cols <= 0) throw ArgumentError(name, "has zero width (shape " + shape_of(v) + ")");
+  if (v.data == nullptr) throw ArgumentError(name, "has no data");
+}
+
+void check_width(const MatrixView& v, const std::string& name, int64_t expected,
+                 const std::string& against) {
+  if (v.cols != expected) {
+    std::ostringstream os;
+    os << "width " << v.cols << " (shape " << shape_of(v) << ") does not chain with " << against
+       << " (width " << expected << ")";
+    throw ArgumentError(name, os.str());
+  }
+}
+
+Workspace make_workspace(const Trace& t, bool full, bool need_cols, int threads) {
+  Workspace w;
+  w.widths = check_trace(t, 2);
+  const int64_t bytes = workspace_bytes(w.widths, t.acts[0].rows) * (full ? 2 : 1);
+  try {
+    load(t, full, need_cols, threads, w);
+  } catch (const std::bad_alloc&) {
+    std::ostringstream os;
+    os << "could not allocate the " << bytes / (1024.0 * 1024.0 * 1024.0)
+       << " GiB of working memory ncap needs for this batch (B = " << t.acts[0].rows
+       << "); split the batch";
+    throw WorkspaceError(os.str());
+  }
+  return w;
+}
+
+}  // namespace
+
+std::vector<int64_t> check_trace(const Trace& t, int min_layers) {
+  const size_t L = t.acts.size();
+  if (L == 0) throw ArgumentError("acts", "is empty; pass one array per weight layer");
+  if (t.grads.size() != L) {
+    std::ostringstream os;
+    os << "expected len(grads) == len(acts) == " << L << ", got " << t.grads.size();
+    throw ArgumentError("grads", os.str());
+  }
+  if (t.derivs.size() + 1 != L) {
+    std::ostringstream os;
+    os << "expected len(derivs) == len(acts) - 1 == " << L - 1 << ", got " << t.derivs.size();
+    throw ArgumentError("derivs", os.str());
+  }
+  if (static_cast<int>(L) < min_layers) {
+    std::ostringstream os;
+    if (min_layers >= 4)
+      os << "a probe needs at least three hidden layers (L >= 4 weight layers), got L = " << L
+         << "; with fewer, beta_eff is identically 0 under softmax cross-entropy";
+    else
+      os << "need at least " << min_layers << " weight layers, got " << L;
+    throw ArgumentError("acts", os.str());
+  }
+  const int64_t B = t.acts[0].rows;
+  if (B <= 0) throw ArgumentError("acts[0]", "empty batch (shape " + shape_of(t.acts[0]) + ")");
+  for (size_t l = 0; l < L; ++l) check_view(t.acts[l], indexed("acts", l), B);
+  for (size_t l = 0; l + 1 < L; ++l) check_view(t.derivs[l], indexed("derivs", l), B);
+  for (size_t l = 0; l < L; ++l) check_view(t.grads[l], indexed("grads", l), B);
+
+  std::vector<int64_t> widths(L + 1);
+  widths[0] = t.acts[0].cols;
+  for (size_t l = 1; l <= L; ++l) widths[l] = t.grads[l - 1].cols;  // n_l = width of g^l
+  for (size_t l = 1; l < L; ++l) {
+    check_width(t.acts[l], indexed("acts", l), widths[l], indexed("grads", l - 1));
+    check_width(t.derivs[l - 1], indexed("derivs", l - 1), widths[l], indexed("grads", l - 1));
+  }
+  return widths;
+}
+
+int64_t workspace_bytes(const std::vector<int64_t>& widths, int64_t batch) {
+  int64_t units = 0;
+  for (int64_t n : widths) units += n;
+  // Two float64 layouts of s, g and z per unit, plus per-sample sums.
+  return 3 * 2 * 8 * batch * units;
+}
+
+BetaTerms beta_eff(const Trace& t, Reduction reduction, int threads) {
+  check_trace(t, 4);
+  Workspace w = make_workspace(t, false, reduction == Reduction::Batch, threads);
+  const int L = w.n_layers;
+  const int64_t B = w.batch;
+  const bool per_sample = reduction == Reduction::Sample;
+  const int64_t cols = per_sample ? B : 1;
+
+  BetaTerms out;
+  out.batch = B;
+  out.widths = w.widths;
+  out.layer_numerator.assign(L * cols, 0.0);
+  out.layer_denominator.assign(L * cols, 0.0);
+
+  // Denominator and scale, per sample (SPEC section 3).
+  std::vector<double> den_b(B, 0.0), scale_b(B, 0.0);
+  for (int l = 1; l <= L - 1; ++l) {
+    for (int64_t b = 0; b < B; ++b) {
+      const double term = w.z[l - 1].sum[b] * w.s[l].sum[b] * w.g[l + 1].sum[b];
+      den_b[b] += term;
+      scale_b[b] += w.z[l - 1].abs_sum[b] * w.s[l].abs_sum[b] * w.g[l + 1].abs_sum[b];
+      if (per_sample) out.layer_denominator[(l - 1) * B + b] = term;
+    }
+  }
+
+  if (per_sample) {
+    for (int l = 2; l <= L - 1; ++l) {
+      const int64_t n_prev = w.widths[l - 1], n = w.widths[l];
+      for (int64_t b = 0; b < B; ++b) {
+        const double zs = kernels::dot(&w.z[l - 1].rows[b * n_prev], &w.s[l - 1].rows[b * n_prev], n_prev);
+        const double sg = kernels::dot(&w.s[l].rows[b * n], &w.g[l].rows[b * n], n);
+        out.layer_numerator[(l - 1) * B + b] = w.z[l - 2].sum[b] * zs * sg * w.g[l + 1].sum[b];
+      }
+    }
+    out.numerator.assign(B, 0.0);
+    for (int l = 2; l <= L - 1; ++l)
+      for (int64_t b = 0; b < B; ++b) out.numerator[b] += out.layer_numerator[(l - 1) * B + b];
+    out.denominator = den_b;
+    out.scale = scale_b;
+  } else {
+    // Batch numerator per layer l = 2..L-1: sum over the B x B Gram products
+    // (cost B^2 (n_l + n_{l-1})) or, when cheaper, over rows of the degree
+    // matrices one unit at a time (cost 2 B n_l n_{l-1}); neither stores an
+    // n_l x n_{l-1} matrix.
+    struct Task { int layer; int64_t index; bool gram; };
+    std::vector<Task> tasks;
+    double work = 0;
+    for (int l = 2; l <= L - 1; ++l) {
+      const double n = static_cast<double>(w.widths[l]), n_prev = static_cast<double>(w.widths[l - 1]);
+      const bool gram = static_cast<double>(B) * (n + n_prev) <= 2.0 * n * n_prev;
+      const int64_t count = gram ? B : w.widths[l];
+      for (int64_t i = 0; i < count; ++i) tasks.push_back({l, i, gram});
+      work += gram ? static_cast<double>(B) * B * (n + n_prev) : 2.0 * B * n * n_prev;
+    }
+    const int team = pick_threads(threads, work);
+    int64_t max_width = 0;
+    for (int64_t n : w.widths) max_width = std::max(max_width, n);
+    const int64_t scratch_len = 2 * std::max(B, max_width) + B;
+    ThreadScratch scratch(team, scratch_len, std::max(B, max_width));
+    std::vector<double> partial(tasks.size(), 0.0);
+
+    parallel_for(static_cast<int64_t>(tasks.size()), team, [&](int64_t k) {
+      Scratch& mine = scratch.mine();
+      double* buf = mine.values.data();
+      int64_t* idx = mine.indices.data();
+      const Task& task = tasks[k];
+      const int l = task.layer;
+      const int64_t n = w.widths[l], n_prev = w.widths[l - 1];
+      const double* u = w.g[l + 1].sum.data();  // S^{l+1}
+      const double* v = w.z[l - 2].sum.data();  // Z^{l-2}
+      if (task.gram) {
+        const int64_t b = task.index;
+        double* a_row = buf;       // A[b, :] = s^l_b . g^l_:
+        double* c_row = buf + B;   // C[b, :] = z^{l-1}_b . s^{l-1}_:
+        kernels::row_times_matrix(&w.s[l].rows[b * n], n, w.g[l].cols.data(), B, B, a_row, idx);
+        kernels::row_times_matrix(&w.z[l - 1].rows[b * n_prev], n_prev, w.s[l - 1].cols.data(), B, B, c_row, idx);
+        partial[k] = u[b] * kernels::weighted_triple_dot(v, a_row, c_row, B);
+      } else {
+        const int64_t i = task.index;
+        double* weights = buf;               // length B
+        double* d_in = buf + B;              // length n_prev
+        double* d_out = buf + B + n_prev;    // length n_prev
+        for (int64_t b = 0; b < B; ++b) weights[b] = w.s[l].cols[i * B + b] * u[b];
+        kernels::row_times_matrix(weights, B, w.z[l - 1].rows.data(), n_prev, n_prev, d_in, idx);
+        for (int64_t b = 0; b < B; ++b) weights[b] = w.g[l].cols[i * B + b] * v[b];
+        kernels::row_times_matrix(weights, B, w.s[l - 1].rows.data(), n_prev, n_prev, d_out, idx);
+        partial[k] = kernels::dot(d_in, d_out, n_prev);
+      }
+    });
+
+    const double inv_b2 = 1.0 / (static_cast<double>(B) * static_cast<double>(B));
+    for (size_t k = 0; k < tasks.size(); ++k) out.layer_numerator[tasks[k].layer - 1] += partial[k];
+    double num = 0.0;
+    for (int l = 2; l <= L - 1; ++l) {
+      out.layer_numerator[l - 1] *= inv_b2;
+      num += out.layer_numerator[l - 1];
+    }
+    double den = 0.0, scale = 0.0;
+    for (int l = 1; l <= L - 1; ++l) {
+      double acc = 0.0;
+      for (int64_t b = 0; b < B; ++b) acc += w.z[l - 1].sum[b] * w.s[l].sum[b] * w.g[l + 1].sum[b];
+      out.layer_denominator[l - 1] = acc / static_cast<double>(B);
+      den += out.layer_denominator[l - 1];
+    }
+    for (int64_t b = 0; b < B; ++b) scale += scale_b[b];
+    out.numerator = {num};
+    out.denominator = {den};
+    out.scale = {scale / static_cast<double>(B)};
+  }
+
+  const size_t m = out.numerator.size();
+  out.value.assign(m, 0.0);
+  out.degenerate.assign(m, 0);
+  for (size_t k = 0; k < m; ++k) {
+    if (!std::isfinite(out.numerator[k]) || !std::isfinite(out.denominator[k]) ||
+        !std::isfinite(out.scale[k]))
+      throw ArgumentError("acts/derivs/grads",
+                          "values too large: beta_eff's terms overflow float64; rescale the inputs");
+    if (std::fabs(out.denominator[k]) <= kDegenerateRtol * out.scale[k]) {
+      out.degenerate[k] = 1;  // SPEC: report 0 and say so; never add an epsilon
+    } else {
+      out.value[k] = out.numerator[k] / out.denominator[k];
+    }
+  }
+  return out;
+}
+
+void degrees(const Trace& t, const std::vector<double*>& delta_in,
+             const std::vector<double*>& delta_out, int threads) {
+  Workspace w = make_workspace(t, true, true, threads);
+  const int L = w.n_layers;
+  const int64_t B = w.batch;
+  const double inv_b = 1.0 / static_cast<double>(B);
+  // Weight layer l's degree rows: out[j, :] = sum_b x[b, j] * weights[b, :] with
+  // x = z^{l-1}, weights = s^l * S^{l+1} / B (delta_in), or x = s^{l-1},
+  // weights = g^l * Z^{l-2} / B (delta_out). Keras layout: j indexes inputs.
+  struct Job { const Loaded* x; std::vector<double> weights; int64_t n_out; double* out; };
+  std::vector<Job> jobs;
+  for (int l = 1; l <= L; ++l) {
+    const int64_t n = w.widths[l], n_prev = w.widths[l - 1];
+    const size_t size = static_cast<size_t>(n * n_prev);
+    if (l <= L - 1) {
+      Job job{&w.z[l - 1], std::vector<double>(B * n), n, delta_in[l - 1]};
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < n; ++i) job.weights[b * n + i] = w.s[l].rows[b * n + i] * w.g[l + 1].sum[b] * inv_b;
+      jobs.push_back(std::move(job));
+    } else {
+      std::fill(delta_in[l - 1], delta_in[l - 1] + size, 0.0);
+    }
+    if (l >= 2) {
+      Job job{&w.s[l - 1], std::vector<double>(B * n), n, delta_out[l - 1]};
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < n; ++i) job.weights[b * n + i] = w.g[l].rows[b * n + i] * w.z[l - 2].sum[b] * inv_b;
+      jobs.push_back(std::move(job));
+    } else {
+      std::fill(delta_out[l - 1], delta_out[l - 1] + size, 0.0);
+    }
+  }
+  // One task per output row (job, j): fixed summation order over b.
+  std::vector<std::pair<size_t, int64_t>> rows;
+  double work = 0;
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    const int64_t n_in = jobs[k].x->view->cols;
+    for (int64_t j = 0; j < n_in; ++j) rows.emplace_back(k, j);
+    work += static_cast<double>(B) * n_in * jobs[k].n_out;
+  }
+  const int team = pick_threads(threads, work);
+  ThreadScratch scratch(team, 0, B);
+  parallel_for(static_cast<int64_t>(rows.size()), team, [&](int64_t r) {
+    const Job& job = jobs[rows[r].first];
+    const int64_t j = rows[r].second;
+    kernels::row_times_matrix(&job.x->cols[j * B], B, job.weights.data(), job.n_out, job.n_out,
+                              job.out + j * job.n_out, scratch.mine().indices.data());
+  });
+}
+
+}  // namespace ncap

@@ -1,0 +1,84 @@
+// ncap core: closed-form beta_eff (SPEC sections 2-3) on captured per-layer arrays.
+// Plain C++17; knows nothing of Python. Errors are C++ exceptions that the
+// bindings turn into ValueError / MemoryError.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ncap {
+
+enum class DType { Float32, Float64 };
+
+// A read-only 2-D view: rows are samples, columns are units. Strides are in
+// elements and may be negative or non-unit, so strided views need no copy.
+struct MatrixView {
+  const void* data = nullptr;
+  DType dtype = DType::Float64;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t row_stride = 0;
+  int64_t col_stride = 0;
+};
+
+// One captured batch, laid out as ncap.beff takes it:
+//   acts[l]   = z^l      (B x n_l),     l = 0..L-1   (acts[L-1] unused)
+//   derivs[l] = s^{l+1}  (B x n_{l+1}), l = 0..L-2
+//   grads[l]  = g^{l+1}  (B x n_{l+1}), l = 0..L-1   (grads[0] unused)
+struct Trace {
+  std::vector<MatrixView> acts;
+  std::vector<MatrixView> derivs;
+  std::vector<MatrixView> grads;
+};
+
+// A problem with one named argument, e.g. argument "grads[2]".
+class ArgumentError : public std::invalid_argument {
+ public:
+  ArgumentError(const std::string& argument, const std::string& message)
+      : std::invalid_argument(argument + ": " + message), argument_(argument) {}
+  const std::string& argument() const { return argument_; }
+
+ private:
+  std::string argument_;
+};
+
+// The working memory could not be allocated; the message states how much.
+class WorkspaceError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Reduction { Batch, Sample };
+
+// SPEC section 3: a denominator with |den| <= kDegenerateRtol * scale is degenerate.
+constexpr double kDegenerateRtol = 1e-10;
+
+struct BetaTerms {
+  int64_t batch = 0;
+  std::vector<int64_t> widths;  // n_0 .. n_L
+  // One entry for Reduction::Batch, B entries for Reduction::Sample.
+  std::vector<double> value, numerator, denominator, scale;
+  std::vector<uint8_t> degenerate;
+  // Row-major L x (1 or B): row l-1 holds weight layer l's terms.
+  std::vector<double> layer_numerator, layer_denominator;
+};
+
+// Checks list lengths, ranks, the batch size and that widths chain; returns
+// n_0..n_L. min_layers is 4 for beta (three hidden layers), 2 for degrees.
+std::vector<int64_t> check_trace(const Trace& trace, int min_layers);
+
+// beta_eff and its terms. threads <= 0 means all available; the result is
+// bit-identical for every thread count.
+BetaTerms beta_eff(const Trace& trace, Reduction reduction, int threads);
+
+// Degrees per weight layer l = 1..L in the Keras kernel layout (n_{l-1} x n_l),
+// row-major, written to delta_in[l-1] and delta_out[l-1] (caller-allocated).
+void degrees(const Trace& trace, const std::vector<double*>& delta_in,
+             const std::vector<double*>& delta_out, int threads);
+
+// Bytes of working memory beta_eff / degrees will allocate for this trace.
+int64_t workspace_bytes(const std::vector<int64_t>& widths, int64_t batch);
+
+}  // namespace ncap

@@ -1,0 +1,36 @@
+// The inner loops of the core, written so that compilers vectorise them
+// without reordering any floating-point sum (no -ffast-math): every loop is
+// either an axpy (no reduction) or a sum over a fixed number of lanes.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(NCAP_NO_MULTIVERSION)
+// One build runs everywhere and uses AVX2/FMA where the CPU has it.
+#define NCAP_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define NCAP_MULTIVERSION
+#endif
+
+namespace ncap::kernels {
+
+// Reads one row (n elements, stride in elements) as float64 into dst (skipped
+// when dst is null); sums[0] = sum of the row, sums[1] = sum of |x|.
+void load_row(const float* src, int64_t stride, int64_t n, double* dst, double* sums);
+void load_row(const double* src, int64_t stride, int64_t n, double* dst, double* sums);
+
+// Sum of a contiguous run with 8 fixed lanes (deterministic, vectorisable).
+double lane_sum(const double* x, int64_t n);
+
+// out[k] = sum_i x[i] * yt[i * ld + k] for k < m, skipping x[i] == 0 (ReLU sparsity).
+// scratch holds n indices. The sum over i runs in increasing i for every k.
+void row_times_matrix(const double* x, int64_t n, const double* yt, int64_t ld, int64_t m,
+                      double* out, int64_t* scratch);
+
+// sum_k w[k] * a[k] * c[k] with 8 fixed lanes.
+double weighted_triple_dot(const double* w, const double* a, const double* c, int64_t m);
+
+// sum_k a[k] * c[k] with 8 fixed lanes.
+double dot(const double* a, const double* c, int64_t m);
+
+}  // namespace ncap::kernels

@@ -1,0 +1,15 @@
+"""Import TensorFlow and Keras once, and refuse any Keras backend but TensorFlow."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "ncap.tf needs Keras 3 with the TensorFlow backend, but Keras is running on "
+        f"{keras.backend.backend()!r}. Set the environment variable KERAS_BACKEND=tensorflow "
+        "before importing keras (or edit ~/.keras/keras.json)."
+    )
+
+__all__ = ["keras", "tf"]

@@ -1,0 +1,262 @@
+"""``ncap.capture``: z, s and g of a probe from one forward pass (SPEC section 1).
+
+The capture replays the probe layer by layer from its input z^0: BatchNorm
+with its statistics (batch statistics when ``training=True``, moving ones
+otherwise) held constant, dropout with one drawn mask held constant. s is the
+elementwise derivative of that frozen map; g follows the recursion
+g^l = s^l * (g^{l+1} W^{l+1}^T) from g^L = dC_b/da^L_b, the gradient of each
+sample's own loss. Nothing of the model changes: with ``training=True`` the
+moving statistics (and random-generator states) the forward pass touches are
+restored afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+import weakref
+
+import numpy as np
+
+from ._backend import keras, tf
+from .chain import ProbeChain, apply_weight, elementwise_derivative, resolve_chain, run_steps
+from .losses import check_labels, resolve_loss
+
+_CHAINS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def get_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain:
+    """:func:`resolve_chain`, cached per model (building the feature model is not free)."""
+    key = None if layers is None else tuple(l if isinstance(l, str) else id(l) for l in layers)
+    try:
+        per_model = _CHAINS.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        return resolve_chain(model, layers)
+    if key not in per_model:
+        per_model[key] = resolve_chain(model, layers)
+    return per_model[key]
+
+
+def check_depth(chain: ProbeChain) -> None:
+    if chain.n_layers < 4:
+        raise ValueError(
+            f"model: the probe has {chain.n_layers - 1} hidden layer(s) (L = {chain.n_layers} "
+            "weight layers); beta_eff needs at least three hidden layers, because with fewer it "
+            "is identically 0 under softmax cross-entropy (SPEC section 3). Use "
+            "ncap.attach_probe(..., hidden=(256, 128, 64)) or name a deeper probe with layers=[...]"
+        )
+
+
+@dataclass
+class ProbeState:
+    """Everything one forward pass leaves behind, as tensors (internal)."""
+
+    z: list  # z^0 .. z^{L-1}: input of each weight layer
+    a: list  # a^1 .. a^L: pre-activations
+    records: list  # per segment: BN statistics and dropout masks
+    g_last: Any  # g^L, per sample
+    outputs: Any  # model output
+    losses: Any  # C_b
+    labels: Any
+    loss_fn: Any
+    training: bool
+
+
+@dataclass(frozen=True)
+class Capture:
+    """z, s and g of a probe for one batch, in the layout of :func:`ncap.beff`.
+
+    Attributes:
+        acts: ``acts[l]`` = z^l, input of weight layer l+1, shape (B, n_l), l = 0..L-1.
+        derivs: ``derivs[l]`` = s^{l+1}, shape (B, n_{l+1}), l = 0..L-2 (activation,
+            BatchNorm scale and dropout mask folded in).
+        grads: ``grads[l]`` = g^{l+1}, shape (B, n_{l+1}), l = 0..L-1, per sample.
+        logits: a^L, the output layer's pre-activation, shape (B, K).
+        outputs: the model output (e.g. softmax probabilities), shape (B, K).
+        losses: each sample's loss C_b, shape (B,).
+        training: whether BatchNorm used batch statistics and dropout was active.
+        layer_names: names of the L weight layers, input to output.
+        loss_name: the loss the gradients came from.
+    """
+
+    acts: list
+    derivs: list
+    grads: list
+    logits: np.ndarray
+    outputs: np.ndarray
+    losses: np.ndarray
+    training: bool
+    layer_names: tuple
+    loss_name: str
+    state: ProbeState = field(repr=False, compare=False)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.acts[0].shape[0])
+
+
+class _restored_state:
+    """Put back the model's non-trainable variables (moving statistics, RNG states)."""
+
+    def __init__(self, model: Any, active: bool):
+        self.variables = list(model.non_trainable_variables) if active else []
+
+    def __enter__(self) -> None:
+        self.saved = [v.numpy() for v in self.variables]
+
+    def __exit__(self, *exc: Any) -> None:
+        for v, value in zip(self.variables, self.saved):
+            v.assign(value)
+
+
+def _seed_tensor(seed: Any) -> Any:
+    if seed is None:
+        return None
+    if isinstance(seed, (int, np.integer)):
+        return tf.constant([int(seed), 0], dtype=tf.int64)
+    raise TypeError(f"seed: expected an int or None, got {seed!r}")
+
+
+def forward(
+    chain: ProbeChain,
+    x: Any,
+    y: Any,
+    *,
+    training: bool = False,
+    loss: Any = None,
+    seed: Any = None,
+) -> ProbeState:
+    """One frozen forward pass over the probe plus g^L (eager; the model is left unchanged)."""
+    model = chain.model
+    x = _as_input(x)
+    seed_t = _seed_tensor(seed)
+    with _restored_state(model, training):
+        z0 = tf.convert_to_tensor(chain.features_of(x, training))
+        n = int(z0.shape[0])
+        zs, as_, records = [z0], [], []
+        h = z0
+        for i, w in enumerate(chain.weights):
+            a = apply_weight(w, h)
+            as_.append(a)
+            if i < chain.n_layers - 1:
+                sub = None if seed_t is None else tf.random.experimental.stateless_fold_in(seed_t, i)
+                h, rec = run_steps(chain.segments[i], a, training=training, seed=sub)
+                zs.append(h)
+                records.append(rec)
+    a_last = as_[-1]
+    n_out = int(a_last.shape[-1])
+    out_probe = _tail_is_probability(chain)
+    loss_fn = resolve_loss(model, loss, np.asarray(y) if not isinstance(y, np.ndarray) else y, out_probe)
+    labels = check_labels(y, n, n_out, loss_fn.loss_name)
+    outputs, losses, g_last = loss_and_gradient(chain, a_last, labels, loss_fn)
+    return ProbeState(z=zs, a=as_, records=records, g_last=g_last, outputs=outputs,
+                      losses=losses, labels=labels, loss_fn=loss_fn, training=training)
+
+
+def loss_and_gradient(chain: ProbeChain, a_last: Any, labels: Any, loss_fn: Any):
+    """Model output, per-sample losses and g^L = dC_b/da^L_b."""
+    with tf.GradientTape() as tape:
+        tape.watch(a_last)
+        outputs, _ = run_steps(chain.tail, a_last, training=False, records=[None] * len(chain.tail))
+        losses = loss_fn(tf.convert_to_tensor(labels), outputs)
+        total = tf.reduce_sum(losses)
+    g_last = tape.gradient(total, a_last)
+    if g_last is None:
+        raise ValueError("loss: the loss does not depend on the model output")
+    return outputs, losses, g_last
+
+
+def _tail_is_probability(chain: ProbeChain) -> bool:
+    """Whether the probe ends in a softmax (so cross-entropy takes probabilities)."""
+    for step in reversed(chain.tail):
+        if step.kind == "act":
+            fn = getattr(step.layer, "activation", step.layer)
+            return getattr(fn, "__name__", "") == "softmax" or type(step.layer).__name__ == "Softmax"
+        if step.kind == "other" and type(step.layer).__name__ == "Softmax":
+            return True
+    return False
+
+
+def _as_input(x: Any) -> Any:
+    if isinstance(x, (dict, list, tuple)):
+        return x
+    return tf.convert_to_tensor(x) if not isinstance(x, np.ndarray) else x
+
+
+def derivatives(chain: ProbeChain, state: ProbeState) -> list:
+    """s^1 .. s^{L-1} (needs elementwise segments)."""
+    return [
+        elementwise_derivative(chain.segments[i], state.a[i], state.records[i])
+        for i in range(chain.n_layers - 1)
+    ]
+
+
+def recursion(chain: ProbeChain, derivs: list, g_last: Any) -> list:
+    """g^1 .. g^L by g^l = s^l * (g^{l+1} W^{l+1}^T) (Dense probes)."""
+    gs = [g_last]
+    for i in range(chain.n_layers - 2, -1, -1):
+        kernel = tf.cast(chain.weights[i + 1].kernel, g_last.dtype)
+        gs.append(derivs[i] * tf.matmul(gs[-1], kernel, transpose_b=True))
+    return gs[::-1]
+
+
+def capture(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    training: bool = False,
+    layers: Sequence[Any] | None = None,
+    loss: Any = None,
+    seed: int | None = None,
+) -> Capture:
+    """Capture z, s and g of the probe of ``model`` on one batch (SPEC section 1).
+
+    Args:
+        model: a model from :func:`ncap.attach_probe`, or any model whose probe
+            weight layers are named with ``layers``.
+        x: a batch of model inputs.
+        y: labels: integer class indices (B,) or one-hot/probabilities (B, K).
+        training: False (default): BatchNorm uses its moving statistics and
+            dropout is off. True: batch statistics and one random dropout mask,
+            as in a training step; the model's moving statistics are left unchanged.
+        layers: names (or layers) of the probe's weight layers, input to output.
+        loss: the loss C; default the model's compiled loss, else cross-entropy.
+        seed: draw the dropout masks from this seed (reproducible) instead of
+            the layers' own random generators.
+
+    Returns:
+        :class:`Capture` with NumPy arrays ready for :func:`ncap.beff`.
+
+    Raises:
+        ValueError: no probe found, a probe that is not a Dense chain with
+            elementwise layers between (use ``ncap.beff(model, x, y,
+            method="autodiff")``), labels that do not match the output.
+    """
+    chain = get_chain(model, layers)
+    if not chain.closed_form_ok:
+        raise ValueError(
+            "model: capture needs a Dense probe with only elementwise layers between the Dense "
+            f"layers ({'; '.join(chain.closed_form_problems)}). Use ncap.beff(model, x, y, "
+            "method='autodiff') for general probes"
+        )
+    state = forward(chain, x, y, training=bool(training), loss=loss, seed=seed)
+    return capture_from_state(chain, state)
+
+
+def capture_from_state(chain: ProbeChain, state: ProbeState) -> Capture:
+    derivs = derivatives(chain, state)
+    grads = recursion(chain, derivs, state.g_last)
+    return Capture(
+        acts=[z.numpy() for z in state.z],
+        derivs=[s.numpy() for s in derivs],
+        grads=[g.numpy() for g in grads],
+        logits=state.a[-1].numpy(),
+        outputs=tf.convert_to_tensor(state.outputs).numpy(),
+        losses=tf.convert_to_tensor(state.losses).numpy(),
+        training=state.training,
+        layer_names=tuple(w.name for w in chain.weights),
+        loss_name=state.loss_fn.loss_name,
+        state=state,
+    )

@@ -9,6 +9,7 @@
 
 #include "ncap/core.hpp"
 #include "ncap/parallel.hpp"
+#include "pyresult.hpp"
 
 namespace py = pybind11;
 
@@ -66,12 +67,6 @@ HeldTrace hold(const py::sequence& acts, const py::sequence& derivs, const py::s
   return h;
 }
 
-py::array_t<double> as_numpy(const std::vector<double>& v, py::ssize_t rows, py::ssize_t cols) {
-  py::array_t<double> out({rows, cols});
-  std::copy(v.begin(), v.end(), out.mutable_data());
-  return out;
-}
-
 py::dict beff(const py::sequence& acts, const py::sequence& derivs, const py::sequence& grads,
               bool per_sample, int threads) {
   HeldTrace h = hold(acts, derivs, grads);
@@ -80,64 +75,24 @@ py::dict beff(const py::sequence& acts, const py::sequence& derivs, const py::se
     py::gil_scoped_release release;
     r = ncap::beta_eff(h.trace, per_sample ? ncap::Reduction::Sample : ncap::Reduction::Batch, threads);
   }
-  py::dict d;
-  const auto L = static_cast<py::ssize_t>(r.widths.size() - 1);
-  d["batch_size"] = r.batch;
-  d["widths"] = r.widths;
-  if (per_sample) {
-    const auto B = static_cast<py::ssize_t>(r.batch);
-    d["value"] = py::array_t<double>(B, r.value.data());
-    d["numerator"] = py::array_t<double>(B, r.numerator.data());
-    d["denominator"] = py::array_t<double>(B, r.denominator.data());
-    d["scale"] = py::array_t<double>(B, r.scale.data());
-    d["degenerate"] = py::array_t<bool>(B, reinterpret_cast<const bool*>(r.degenerate.data()));
-    d["layer_numerator"] = as_numpy(r.layer_numerator, L, B);
-    d["layer_denominator"] = as_numpy(r.layer_denominator, L, B);
-  } else {
-    d["value"] = r.value[0];
-    d["numerator"] = r.numerator[0];
-    d["denominator"] = r.denominator[0];
-    d["scale"] = r.scale[0];
-    d["degenerate"] = static_cast<bool>(r.degenerate[0]);
-    d["layer_numerator"] = r.layer_numerator;
-    d["layer_denominator"] = r.layer_denominator;
-  }
-  return d;
+  return result_dict(r, per_sample);
 }
 
 py::list degrees(const py::sequence& acts, const py::sequence& derivs, const py::sequence& grads, int threads) {
   HeldTrace h = hold(acts, derivs, grads);
-  const std::vector<int64_t> widths = ncap::check_trace(h.trace, 2);  // before allocating outputs
-  std::vector<py::array_t<double>> ins, outs;
-  std::vector<double*> in_ptrs, out_ptrs;
-  for (size_t l = 1; l < widths.size(); ++l) {
-    ins.emplace_back(std::vector<py::ssize_t>{widths[l - 1], widths[l]});
-    outs.emplace_back(std::vector<py::ssize_t>{widths[l - 1], widths[l]});
-    in_ptrs.push_back(ins.back().mutable_data());
-    out_ptrs.push_back(outs.back().mutable_data());
-  }
+  DegreeOutputs out(ncap::check_trace(h.trace, 2));  // shapes checked before allocating
   {
     py::gil_scoped_release release;
-    ncap::degrees(h.trace, in_ptrs, out_ptrs, threads);
+    ncap::degrees(h.trace, out.in_ptrs, out.out_ptrs, threads);
   }
-  py::list result;
-  for (size_t k = 0; k < ins.size(); ++k) result.append(py::make_tuple(ins[k], outs[k]));
-  return result;
+  return out.as_list();
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ncap's compiled CPU core (private; use ncap.beff / ncap.degrees)";
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const ncap::ArgumentError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
-    } catch (const ncap::WorkspaceError& e) {
-      PyErr_SetString(PyExc_MemoryError, e.what());
-    }
-  });
+  register_ncap_exceptions();
   m.def("beff", &beff, py::arg("acts"), py::arg("derivs"), py::arg("grads"), py::arg("per_sample"),
         py::arg("threads") = 0, "Closed-form beta_eff terms (SPEC section 3) as a dict.");
   m.def("degrees", &degrees, py::arg("acts"), py::arg("derivs"), py::arg("grads"), py::arg("threads") = 0,

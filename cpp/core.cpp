@@ -242,39 +242,31 @@ BetaTerms beta_eff(const Trace& t, Reduction reduction, int threads) {
   const int L = w.n_layers;
   const int64_t B = w.batch;
   const bool per_sample = reduction == Reduction::Sample;
-  const int64_t cols = per_sample ? B : 1;
 
-  BetaTerms out;
-  out.batch = B;
-  out.widths = w.widths;
-  out.layer_numerator.assign(L * cols, 0.0);
-  out.layer_denominator.assign(L * cols, 0.0);
+  RowSums sums;
+  sums.batch = B;
+  sums.widths = w.widths;
+  sums.z_sum.resize(L - 1);
+  sums.z_abs.resize(L - 1);
+  sums.s_sum.resize(L);
+  sums.s_abs.resize(L);
+  sums.g_sum.resize(L + 1);
+  sums.g_abs.resize(L + 1);
+  for (int l = 0; l <= L - 2; ++l) { sums.z_sum[l] = w.z[l].sum; sums.z_abs[l] = w.z[l].abs_sum; }
+  for (int l = 1; l <= L - 1; ++l) { sums.s_sum[l] = w.s[l].sum; sums.s_abs[l] = w.s[l].abs_sum; }
+  for (int l = 2; l <= L; ++l) { sums.g_sum[l] = w.g[l].sum; sums.g_abs[l] = w.g[l].abs_sum; }
 
-  // Denominator and scale, per sample (SPEC section 3).
-  std::vector<double> den_b(B, 0.0), scale_b(B, 0.0);
-  for (int l = 1; l <= L - 1; ++l) {
-    for (int64_t b = 0; b < B; ++b) {
-      const double term = w.z[l - 1].sum[b] * w.s[l].sum[b] * w.g[l + 1].sum[b];
-      den_b[b] += term;
-      scale_b[b] += w.z[l - 1].abs_sum[b] * w.s[l].abs_sum[b] * w.g[l + 1].abs_sum[b];
-      if (per_sample) out.layer_denominator[(l - 1) * B + b] = term;
-    }
-  }
-
+  std::vector<double> gram_sums(L, 0.0);
   if (per_sample) {
+    sums.zs.assign(L, std::vector<double>(B, 0.0));
+    sums.sg.assign(L, std::vector<double>(B, 0.0));
     for (int l = 2; l <= L - 1; ++l) {
       const int64_t n_prev = w.widths[l - 1], n = w.widths[l];
       for (int64_t b = 0; b < B; ++b) {
-        const double zs = kernels::dot(&w.z[l - 1].rows[b * n_prev], &w.s[l - 1].rows[b * n_prev], n_prev);
-        const double sg = kernels::dot(&w.s[l].rows[b * n], &w.g[l].rows[b * n], n);
-        out.layer_numerator[(l - 1) * B + b] = w.z[l - 2].sum[b] * zs * sg * w.g[l + 1].sum[b];
+        sums.zs[l][b] = kernels::dot(&w.z[l - 1].rows[b * n_prev], &w.s[l - 1].rows[b * n_prev], n_prev);
+        sums.sg[l][b] = kernels::dot(&w.s[l].rows[b * n], &w.g[l].rows[b * n], n);
       }
     }
-    out.numerator.assign(B, 0.0);
-    for (int l = 2; l <= L - 1; ++l)
-      for (int64_t b = 0; b < B; ++b) out.numerator[b] += out.layer_numerator[(l - 1) * B + b];
-    out.denominator = den_b;
-    out.scale = scale_b;
   } else {
     // Batch numerator per layer l = 2..L-1: sum over the B x B Gram products
     // (cost B^2 (n_l + n_{l-1})) or, when cheaper, over rows of the degree
@@ -325,25 +317,60 @@ BetaTerms beta_eff(const Trace& t, Reduction reduction, int threads) {
         partial[k] = kernels::dot(d_in, d_out, n_prev);
       }
     });
+    for (size_t k = 0; k < tasks.size(); ++k) gram_sums[tasks[k].layer - 1] += partial[k];
+  }
+  return finish(sums, reduction, gram_sums);
+}
 
-    const double inv_b2 = 1.0 / (static_cast<double>(B) * static_cast<double>(B));
-    for (size_t k = 0; k < tasks.size(); ++k) out.layer_numerator[tasks[k].layer - 1] += partial[k];
-    double num = 0.0;
+BetaTerms finish(const RowSums& r, Reduction reduction, const std::vector<double>& gram_sums) {
+  const int L = static_cast<int>(r.widths.size()) - 1;
+  const int64_t B = r.batch;
+  const bool per_sample = reduction == Reduction::Sample;
+  const int64_t cols = per_sample ? B : 1;
+  BetaTerms out;
+  out.batch = B;
+  out.widths = r.widths;
+  out.layer_numerator.assign(L * cols, 0.0);
+  out.layer_denominator.assign(L * cols, 0.0);
+
+  // Denominator and scale, per sample (SPEC section 3).
+  std::vector<double> den_b(B, 0.0), scale_b(B, 0.0);
+  for (int l = 1; l <= L - 1; ++l) {
+    for (int64_t b = 0; b < B; ++b) {
+      const double term = r.z_sum[l - 1][b] * r.s_sum[l][b] * r.g_sum[l + 1][b];
+      den_b[b] += term;
+      scale_b[b] += r.z_abs[l - 1][b] * r.s_abs[l][b] * r.g_abs[l + 1][b];
+      if (per_sample) out.layer_denominator[(l - 1) * B + b] = term;
+    }
+  }
+  if (per_sample) {
+    out.numerator.assign(B, 0.0);
     for (int l = 2; l <= L - 1; ++l) {
-      out.layer_numerator[l - 1] *= inv_b2;
+      for (int64_t b = 0; b < B; ++b) {
+        const double term = r.z_sum[l - 2][b] * r.zs[l][b] * r.sg[l][b] * r.g_sum[l + 1][b];
+        out.layer_numerator[(l - 1) * B + b] = term;
+        out.numerator[b] += term;
+      }
+    }
+    out.denominator = den_b;
+    out.scale = scale_b;
+  } else {
+    const double inv_b = 1.0 / static_cast<double>(B);
+    double num = 0.0, den = 0.0, scale = 0.0;
+    for (int l = 2; l <= L - 1; ++l) {
+      out.layer_numerator[l - 1] = gram_sums[l - 1] * inv_b * inv_b;
       num += out.layer_numerator[l - 1];
     }
-    double den = 0.0, scale = 0.0;
     for (int l = 1; l <= L - 1; ++l) {
       double acc = 0.0;
-      for (int64_t b = 0; b < B; ++b) acc += w.z[l - 1].sum[b] * w.s[l].sum[b] * w.g[l + 1].sum[b];
-      out.layer_denominator[l - 1] = acc / static_cast<double>(B);
+      for (int64_t b = 0; b < B; ++b) acc += r.z_sum[l - 1][b] * r.s_sum[l][b] * r.g_sum[l + 1][b];
+      out.layer_denominator[l - 1] = acc * inv_b;
       den += out.layer_denominator[l - 1];
     }
     for (int64_t b = 0; b < B; ++b) scale += scale_b[b];
     out.numerator = {num};
     out.denominator = {den};
-    out.scale = {scale / static_cast<double>(B)};
+    out.scale = {scale * inv_b};
   }
 
   const size_t m = out.numerator.size();

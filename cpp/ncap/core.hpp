@@ -73,6 +73,22 @@ std::vector<int64_t> check_trace(const Trace& trace, int min_layers);
 // bit-identical for every thread count.
 BetaTerms beta_eff(const Trace& trace, Reduction reduction, int threads);
 
+// Per-sample sums of the arrays beta_eff uses, indexed by the SPEC's l:
+// z_*[l] for l = 0..L-2, s_*[l] for l = 1..L-1, g_*[l] for l = 2..L (other
+// entries empty). For Reduction::Sample also zs[l][b] = z^{l-1}_b . s^{l-1}_b
+// and sg[l][b] = s^l_b . g^l_b for l = 2..L-1.
+struct RowSums {
+  int64_t batch = 0;
+  std::vector<int64_t> widths;
+  std::vector<std::vector<double>> z_sum, z_abs, s_sum, s_abs, g_sum, g_abs;
+  std::vector<std::vector<double>> zs, sg;
+};
+
+// The last step shared by the CPU and CUDA paths: denominators, scale, the
+// degenerate test and the per-layer table. gram_sums[l-1] (batch reduction) is
+// sum_{b,b'} S^{l+1}_b Z^{l-2}_b' A_bb' C_bb' for weight layer l (0 elsewhere).
+BetaTerms finish(const RowSums& sums, Reduction reduction, const std::vector<double>& gram_sums);
+
 // Degrees per weight layer l = 1..L in the Keras kernel layout (n_{l-1} x n_l),
 // row-major, written to delta_in[l-1] and delta_out[l-1] (caller-allocated).
 void degrees(const Trace& trace, const std::vector<double*>& delta_in,

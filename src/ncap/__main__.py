@@ -4,4 +4,6 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+# The guard matters: Dask's worker processes are spawned and re-import this module.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -82,6 +82,17 @@ def _limit_threads(threads: int) -> None:
         pass
 
 
+def _batched(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """``model(x)`` in inference mode, eagerly and in batches.
+
+    Eager calls, not ``predict``/``evaluate``: those trace a new tf.function per
+    model, and a run over many candidates drowns in retracing warnings.
+    """
+    out = [np.asarray(model(x[i:i + batch], training=False)) for i in range(0, len(x), batch)]
+    y = np.concatenate(out)
+    return y.reshape(len(y), -1)
+
+
 def _finite_list(values: Any) -> list[float | None]:
     return [float(v) if v is not None and math.isfinite(float(v)) else None for v in values]
 
@@ -134,8 +145,7 @@ def finetune_candidate(
 
         stage = "logme"  # on the features before any fine-tuning (You et al. 2021)
         t = time.perf_counter()
-        feats = np.asarray(backbone.predict(data.x_train, batch_size=256, verbose=0))
-        feats = feats.reshape(len(feats), -1)
+        feats = _batched(backbone, data.x_train)
         logme_score: float | None
         logme_error = None
         try:
@@ -177,9 +187,8 @@ def finetune_candidate(
         truth = None
         if settings.truth_epochs is not None and data.has_test:
             stage = "evaluate"
-            res = model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0,
-                                 return_dict=True)
-            truth = float(res["accuracy"])
+            probs = _batched(model, data.x_test)
+            truth = float(np.mean(np.argmax(probs, axis=1) == data.y_test))
         timing["total_s"] = time.perf_counter() - t_start
         return {
             "version": RECORD_VERSION,

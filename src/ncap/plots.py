@@ -72,8 +72,14 @@ def beta_curves(report: SelectionReport, path: str) -> str:
     ax.axhline(0.0, color="k", lw=0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training beta_eff (epoch mean of batch beta)")
-    if all(np.nanmin(c.curve("beta")) > 0 for c in cands if np.isfinite(c.curve("beta")).any()):
+    vals = np.concatenate([c.curve("beta") for c in cands] or [np.zeros(0)])
+    vals = vals[np.isfinite(vals)]
+    if vals.size and vals.min() > 0:
         ax.set_yscale("log")
+    elif vals.size and np.abs(vals).max() > 0:
+        # Signs differ and outliers can be large: linear near 0, logarithmic beyond.
+        lin = float(np.median(np.abs(vals[vals != 0]))) if np.any(vals != 0) else 1.0
+        ax.set_yscale("symlog", linthresh=lin)
     ax.set_title("beta_eff per epoch")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)

@@ -37,12 +37,11 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is not None:
-            if note:
-                self._bar.set_postfix_str(note, refresh=False)
+            if note:  # above the bar, so finished items stay listed
+                self._bar.write(note, file=self.stream)
             self._bar.update(n)
         else:
-            print(f"{self.desc}: {self.n}/{self.total}" + (f"  {note}" if note else ""),
-                  file=self.stream, flush=True)
+            print(f"[{self.n}/{self.total}] {note or self.desc}", file=self.stream, flush=True)
 
     def write(self, msg: str) -> None:
         """Print a message without breaking the bar."""

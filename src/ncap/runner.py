@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -117,7 +118,9 @@ def run_dask(
         if threads is None:
             threads = _local_threads(workers)
         # A task that kills its worker (e.g. out of memory) fails at once, not after 3 retries.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
             cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
                 dashboard_address=None, silence_logs=logging.ERROR,

@@ -200,8 +200,7 @@ def select(
                 note += f", val acc {acc[-1]:.3f} at epoch {len(rec['val_accuracy'])}"
         else:
             note = f"{rec['name']} FAILED: {rec['error']['message'][:120]}"
-        overall.write(note)
-        overall.update(1)
+        overall.update(1, note)
 
     try:
         if jobs:

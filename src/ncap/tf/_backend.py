@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
+if keras.backend.backend() != "tensorflow":
     raise ImportError(
         "ncap.tf needs Keras 3 with the TensorFlow backend, but Keras is running on "
         f"{keras.backend.backend()!r}. Set the environment variable KERAS_BACKEND=tensorflow "

@@ -24,9 +24,9 @@ from ._backend import tf
 from .chain import ProbeChain, apply_weight, run_steps
 
 
-def kernels_of(chain: ProbeChain, dtype: Any) -> list:
-    """The probe kernels as plain tensors to differentiate with respect to."""
-    return [tf.cast(tf.convert_to_tensor(w.kernel), dtype) for w in chain.weights]
+def kernels_of(chain: ProbeChain) -> list:
+    """The probe kernels as plain tensors (in each layer's compute dtype) to differentiate."""
+    return [tf.cast(tf.convert_to_tensor(w.kernel), w.compute_dtype) for w in chain.weights]
 
 
 def _segment(chain: ProbeChain, i: int, a: Any, records: list) -> Any:
@@ -57,7 +57,7 @@ def _zeros_if_none(x: Any, like: Any) -> Any:
 def direct_degrees(chain: ProbeChain, z: list, records: list, g: list, kernels: list) -> list:
     """[(delta_in, delta_out)] per weight layer (kernel layout), batch P = (1/B) sum_b P_b."""
     n_layers = chain.n_layers
-    batch = tf.cast(tf.shape(z[0])[0], z[0].dtype)
+    batch = tf.shape(z[0])[0]
     d_in = [tf.zeros_like(k) for k in kernels]
     d_out = [tf.zeros_like(k) for k in kernels]
     for i in range(n_layers - 1):
@@ -69,7 +69,7 @@ def direct_degrees(chain: ProbeChain, z: list, records: list, g: list, kernels: 
                 inner.watch([k_i, k_j])
                 a_i = apply_weight(chain.weights[i], z[i], k_i)
                 a_j = _next_pre_activation(chain, i, a_i, records, k_j)
-                f = tf.reduce_sum(g_next * a_j) / batch
+                f = tf.reduce_sum(tf.cast(g_next, a_j.dtype) * a_j) / tf.cast(batch, a_j.dtype)
             dk_i, dk_j = inner.gradient(f, [k_i, k_j])
             sum_i = tf.reduce_sum(_zeros_if_none(dk_i, k_i))
             sum_j = tf.reduce_sum(_zeros_if_none(dk_j, k_j))
@@ -116,7 +116,7 @@ def terms(degrees: list) -> tuple[list, list, list]:
 def batch_terms(chain: ProbeChain, z: list, a: list, records: list, g_last: Any, labels: Any,
                 loss_fn: Any, interaction: str) -> tuple[list, list, list]:
     """nums, dens, |dens| per weight layer for the batch (tf.function-compatible)."""
-    kernels = kernels_of(chain, z[0].dtype)
+    kernels = kernels_of(chain)
     if interaction == "hessian":
         degrees = hessian_degrees(chain, z[0], records, labels, loss_fn, kernels)
     else:

@@ -196,8 +196,9 @@ def recursion(chain: ProbeChain, derivs: list, g_last: Any) -> list:
     """g^1 .. g^L by g^l = s^l * (g^{l+1} W^{l+1}^T) (Dense probes)."""
     gs = [g_last]
     for i in range(chain.n_layers - 2, -1, -1):
-        kernel = tf.cast(chain.weights[i + 1].kernel, g_last.dtype)
-        gs.append(derivs[i] * tf.matmul(gs[-1], kernel, transpose_b=True))
+        kernel = tf.cast(chain.weights[i + 1].kernel, gs[-1].dtype)
+        back = tf.matmul(gs[-1], kernel, transpose_b=True)
+        gs.append(tf.cast(derivs[i], back.dtype) * back)
     return gs[::-1]
 
 

@@ -219,7 +219,10 @@ def resolve_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain
     for w in weights:
         pos = [i for i, l in enumerate(chain) if l is w]
         if not pos:
-            raise ValueError(f"layers: {w.name!r} is not after {weights[0].name!r} in the model")
+            raise ValueError(
+                f"layers: {w.name!r} is not after {weights[0].name!r} in the model; name the "
+                "probe's weight layers in order from input to output"
+            )
         positions.append(pos[0])
     if positions != sorted(positions):
         raise ValueError("layers: name the probe's weight layers in order from input to output")
@@ -263,12 +266,17 @@ def _feeds(prev: Any, nxt: Any) -> bool:
 
 
 def apply_weight(layer: Any, z: Any, kernel: Any = None) -> Any:
-    """Pre-activation a = W z (+ bias) of a weight layer, optionally with a substitute kernel."""
-    k = layer.kernel if kernel is None else kernel
+    """Pre-activation a = W z (+ bias) of a weight layer, optionally with a substitute kernel.
+
+    As in the layer's own call, the input is cast to the layer's compute dtype.
+    """
+    dtype = layer.compute_dtype
+    z = tf.cast(z, dtype)
+    k = tf.cast(layer.kernel if kernel is None else kernel, dtype)
     if isinstance(layer, keras.layers.Dense):
-        a = tf.matmul(z, tf.cast(k, z.dtype)) if kernel is not None else keras.ops.matmul(z, k)
+        a = tf.matmul(z, k)
         if layer.bias is not None:
-            a = a + tf.cast(layer.bias, a.dtype)
+            a = a + tf.cast(layer.bias, dtype)
         return a
     a = layer.convolution_op(z, k)
     if layer.use_bias:
@@ -277,7 +285,7 @@ def apply_weight(layer: Any, z: Any, kernel: Any = None) -> Any:
             shape = (1,) * (rank + 1) + (layer.filters,)
         else:
             shape = (1, layer.filters) + (1,) * rank
-        a = a + tf.reshape(tf.cast(layer.bias, a.dtype), shape)
+        a = a + tf.reshape(tf.cast(layer.bias, dtype), shape)
     return a
 
 

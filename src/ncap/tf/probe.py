@@ -116,4 +116,5 @@ def attach_probe(
         name=OUTPUT_NAME,
     )(h)
     probs = keras.layers.Softmax(name=PROBE_PREFIX + "softmax")(logits)
+    inputs = inputs[0] if len(inputs) == 1 else inputs  # same input structure as the backbone
     return keras.Model(inputs, probs, name=f"{backbone.name}_ncap_probe")

@@ -27,9 +27,9 @@ ncap::MatrixView view_of(const py::handle& obj, const std::string& name, std::ve
                          std::string(py::str(py::type::of(obj).attr("__name__"))));
   auto arr = py::reinterpret_borrow<py::array>(obj);
   ncap::MatrixView v;
-  if (arr.dtype().is(py::dtype::of<float>())) {
+  if (arr.dtype().equal(py::dtype::of<float>())) {
     v.dtype = ncap::DType::Float32;
-  } else if (arr.dtype().is(py::dtype::of<double>())) {
+  } else if (arr.dtype().equal(py::dtype::of<double>())) {
     v.dtype = ncap::DType::Float64;
   } else {
     throw py::type_error(name + ": expected float32 or float64, got dtype " +

@@ -118,8 +118,8 @@ class DeviceArray {
   explicit DeviceArray(const py::array& host, int device) : device_(device) {
     auto arr = py::array::ensure(host, py::array::c_style);
     if (!arr) throw py::type_error("DeviceArray: expected an array");
-    if (arr.dtype().is(py::dtype::of<float>())) bits_ = 32;
-    else if (arr.dtype().is(py::dtype::of<double>())) bits_ = 64;
+    if (arr.dtype().equal(py::dtype::of<float>())) bits_ = 32;
+    else if (arr.dtype().equal(py::dtype::of<double>())) bits_ = 64;
     else throw py::type_error("DeviceArray: expected float32 or float64");
     for (py::ssize_t d = 0; d < arr.ndim(); ++d) shape_.push_back(arr.shape(d));
     const size_t bytes = static_cast<size_t>(arr.nbytes());

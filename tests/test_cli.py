@@ -52,6 +52,7 @@ def test_no_command(capsys):
     (["select", "--hidden", "64,32"], "at least three positive widths"),
     (["select", "--dropout", "1.5"], "dropout must be in [0, 1)"),
     (["select", "--workers", "0"], "workers must be >= 1"),
+    (["select", "--image-size", "0,5"], "image size must be H or H,W"),
     (["select", "--frobnicate"], "unrecognized arguments"),
     (["select", "a.keras", "--data", "no/such/target.npz"], "--data: no such file"),
     (["select", "--data", "."], "name the CANDIDATE backbones"),

@@ -291,32 +291,42 @@ def test_dropout_in_s_needs_the_general_form():
 # ------------------------------------------------------------ determinism and input kinds
 
 def _big_trace(dtype=np.float32) -> Trace:
-    # Large enough that the kernel's work passes its threshold for using a thread team.
+    # Large enough that the kernel's numerator and degrees pass its threshold for a thread team.
     return mlp_trace((600, 300, 200, 100, 10), 256, "relu_dropout", seed=1).astype(dtype)
 
 
+def _wide_batch_trace(dtype=np.float32) -> Trace:
+    # B x (sum of widths) > 4e6: the loading pass (all the per-sample reduction does) splits too.
+    return mlp_trace((2100, 40, 30, 20, 10), 2048, "relu_bn", seed=2).astype(dtype)
+
+
+def _assert_same_bits(runs: list) -> None:
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.value, runs[0].value)
+        np.testing.assert_array_equal(r.numerator, runs[0].numerator)
+        np.testing.assert_array_equal(r.denominator, runs[0].denominator)
+        np.testing.assert_array_equal(r.scale, runs[0].scale)
+        for a, b in zip(r.per_layer, runs[0].per_layer):
+            np.testing.assert_array_equal(a.numerator, b.numerator)
+            np.testing.assert_array_equal(a.denominator, b.denominator)
+
+
+@pytest.mark.parametrize("make", [_big_trace, _wide_batch_trace])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bitwise_identical_across_threads_and_calls(dtype):
-    trace = _big_trace(dtype)
+def test_bitwise_identical_across_threads_and_calls(make, dtype):
+    trace = make(dtype)
     for reduction in ("batch", "sample"):
-        runs = [ncap.beff(*trace.args(), reduction=reduction, threads=t) for t in (1, 2, 0, 2, 1)]
-        for r in runs[1:]:
-            np.testing.assert_array_equal(r.value, runs[0].value)
-            np.testing.assert_array_equal(r.numerator, runs[0].numerator)
-            np.testing.assert_array_equal(r.denominator, runs[0].denominator)
-            np.testing.assert_array_equal(r.scale, runs[0].scale)
-            for a, b in zip(r.per_layer, runs[0].per_layer):
-                np.testing.assert_array_equal(a.numerator, b.numerator)
-                np.testing.assert_array_equal(a.denominator, b.denominator)
-    small = mlp_trace((60, 30, 20, 10, 5), 16, "relu", seed=1)
-    d1 = ncap.degrees(*small.args(), threads=1)
-    d2 = ncap.degrees(*small.args(), threads=2)
-    d3 = ncap.degrees(*small.args(), threads=2)
-    for (a, b), (c, d), (e, f) in zip(d1, d2, d3):
-        np.testing.assert_array_equal(a, c)
-        np.testing.assert_array_equal(b, d)
-        np.testing.assert_array_equal(c, e)
-        np.testing.assert_array_equal(d, f)
+        _assert_same_bits([ncap.beff(*trace.args(), reduction=reduction, threads=t)
+                           for t in (1, 2, 0, 2, 1)])
+
+
+def test_degrees_bitwise_identical_across_threads_and_calls():
+    trace = _big_trace()
+    runs = [ncap.degrees(*trace.args(), threads=t) for t in (1, 2, 2, 0)]
+    for other in runs[1:]:
+        for (a, b), (c, d) in zip(runs[0], other):
+            np.testing.assert_array_equal(a, c)
+            np.testing.assert_array_equal(b, d)
 
 
 def test_big_trace_matches_numpy_closed_form():

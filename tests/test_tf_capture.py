@@ -153,6 +153,13 @@ def test_labels_that_do_not_match_the_output(y, match):
         ncap.capture(model, x, y)
 
 
+def test_dataset_instead_of_a_batch():
+    model = probe_model()
+    x, y = data(n=4)
+    with pytest.raises(TypeError, match="one batch"):
+        ncap.capture(model, tf.data.Dataset.from_tensor_slices(x).batch(2), y)
+
+
 def test_model_without_a_probe():
     model = mlp("relu", batchnorm=False, dropout=0)
     x, y = data(n=4, dtype="float64")

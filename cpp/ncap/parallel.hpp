@@ -19,8 +19,9 @@ inline int available_threads() {
 }
 
 // Below this many multiply-adds a call runs on one thread: waking a team
-// costs more than it saves.
-constexpr double kParallelWork = 2.0e5;
+// costs more than it saves, and an idle OpenMP team keeps spinning for a while
+// on cores that the training step running beside ncap needs.
+constexpr double kParallelWork = 4.0e6;
 
 inline int pick_threads(int requested, double work) {
   if (work < kParallelWork) return 1;

@@ -72,12 +72,12 @@ def _checked_float_2d(arr: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(
             f"{name}: expected a 2-D array of shape (batch, width), got {arr.ndim}-D shape {arr.shape}"
         )
-    if arr.dtype == np.float16:
-        arr = arr.astype(np.float32)  # widening is exact
-    elif arr.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name}: expected float32 or float64, got {arr.dtype}")
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))  # byte-swapped: copy once
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)  # widening is exact
+    elif arr.dtype not in _FAST_DTYPES:
+        raise TypeError(f"{name}: expected float32 or float64, got {arr.dtype}")
     if not arr.flags.aligned:
         arr = arr.copy()  # the core reads whole floats; unaligned memory is copied first
     return arr
@@ -97,6 +97,8 @@ def as_layer_list(seq: Any, name: str) -> list[Any]:
 def check_layer_counts(acts: list, derivs: list, grads: list, min_layers: int) -> int:
     """Check the list lengths; returns L, the number of weight layers."""
     n_layers = len(acts)
+    if n_layers == 0:
+        raise ValueError("acts: is empty; pass one array per weight layer (len(acts) == L >= 4)")
     if len(grads) != n_layers:
         raise ValueError(
             f"grads: expected one array per weight layer, len(grads) == len(acts) == {n_layers}, "

@@ -25,7 +25,7 @@ import inspect
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Smallest input side keras.applications accept (include_top=False); 32 for the rest.
@@ -43,7 +43,6 @@ class CandidateSpec:
     weights: Any = None  # keras.applications only, passed through
     preprocess: bool = True  # keras.applications only: apply the family's preprocess_input
     input_size: tuple[int, int] | None = None  # resize images to this (H, W)
-    options: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for the report."""

@@ -63,6 +63,18 @@ def _fraction(s: str) -> float:
     return v
 
 
+def _size(s: str) -> tuple[int, int]:
+    try:
+        v = tuple(int(p) for p in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must be H or H,W, got {s!r}") from None
+    if len(v) == 1:
+        v = (v[0], v[0])
+    if len(v) != 2 or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"image size must be H or H,W, got {s!r}")
+    return v  # type: ignore[return-value]
+
+
 def _hidden(s: str) -> tuple[int, ...]:
     try:
         v = tuple(int(p) for p in s.split(","))
@@ -93,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", metavar="PATH",
                    help=".npz (x_train, y_train, x_val, y_val, x_test, y_test) or an image "
                    "directory (default: the built-in example)")
+    s.add_argument("--image-size", type=_size, default=(224, 224), metavar="H[,W]",
+                   help="size images of an image directory are loaded at (default 224,224)")
     g = s.add_argument_group("training")
     g.add_argument("--epochs", type=_positive("epochs", 2), metavar="N",
                    help="epochs observed by every predictor (default 5; example: 10)")
@@ -163,11 +177,15 @@ def _select(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                      "(the built-in pool only fits the built-in example)")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .data import load_image_directory
     from .selection import select
 
     try:
+        data = args.data
+        if data is not None and os.path.isdir(data):
+            data = load_image_directory(data, image_size=args.image_size)
         report = select(
-            args.candidates or None, args.data, epochs=args.epochs,
+            args.candidates or None, data, epochs=args.epochs,
             truth_epochs=args.truth_epochs, final_epoch=args.final_epoch, k=args.k,
             t0=None if args.t0 is None else args.t0 - 1, batch_size=args.batch_size,
             learning_rate=args.learning_rate, seed=args.seed, hidden=args.hidden,

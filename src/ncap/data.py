@@ -187,8 +187,10 @@ def load_image_directory(
         x, y, names = load(path, None)
         from sklearn.model_selection import train_test_split
 
-        if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise ValueError("data: val_fraction and test_fraction must be in (0, 1) and sum below 1")
+        if (not 0 < val_fraction < 1 or not 0 <= test_fraction < 1
+                or val_fraction + test_fraction >= 1):
+            raise ValueError(
+                "data: val_fraction and test_fraction must be in (0, 1) and sum below 1")
         x_te = y_te = None
         if test_fraction > 0:
             x, x_te, y, y_te = train_test_split(

@@ -189,6 +189,7 @@ def load_backbone(name: str, *, cache: str | None = None) -> Any:
     os.close(fd)
     try:
         backbone.save(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

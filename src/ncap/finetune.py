@@ -138,6 +138,7 @@ def finetune_candidate(
         from .logme import logme
 
         stage = "build"
+        keras.backend.clear_session()  # one candidate's graphs must not pile up on the next
         keras.utils.set_random_seed(settings.seed)
         t = time.perf_counter()
         backbone = build_backbone(spec, data.input_shape)

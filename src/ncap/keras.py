@@ -21,6 +21,9 @@ import numpy as np
 
 __all__ = ["BetaEff"]
 
+# Buffer length when fit does not know the number of steps in an epoch.
+_UNKNOWN_EPOCH_CAPACITY = 65536
+
 
 class BetaEff(keras.callbacks.Callback):
     """Record the probe's training beta_eff every ``every`` steps during ``fit``.
@@ -34,7 +37,9 @@ class BetaEff(keras.callbacks.Callback):
     ``run_eagerly=True``, ``steps_per_execution > 1`` (every step is kept, in a
     buffer read after each execution) and ``tf.distribute`` strategies, where
     the replicas' statistics are summed so that the value is beta of the
-    global batch.
+    global batch. Values are read once per epoch, so Keras' asynchronous
+    batch-end dispatch stays on (the progress bar shows ``beta_eff`` at the end
+    of each epoch, not during it).
 
     Args:
         every: record one step in ``every`` (steps 0, every, 2*every, ... of the run).
@@ -68,6 +73,8 @@ class BetaEff(keras.callbacks.Callback):
         self._epoch: list[float] = []
         self._patched: Any = None
         self._vars: Any = None
+        self._traced: Any = None  # (compile key, traced train function) kept between fits
+        self._keras_function: Any = None
 
     # -------------------------------------------------------------- hooking in
 
@@ -75,7 +82,6 @@ class BetaEff(keras.callbacks.Callback):
         super().set_model(model)
         if self._patched is model:
             return
-        from .tf._backend import tf
         from .tf.capture import check_depth, get_chain
         from .tf.losses import check_batch_mean_loss
         from .tf.train_step import make_train_step
@@ -89,52 +95,87 @@ class BetaEff(keras.callbacks.Callback):
                 "call ncap.beff(model, x, y, method='autodiff') between epochs"
             )
         check_batch_mean_loss(model)
-        capacity = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+        reuse = self._traced is not None and self._traced[0] == self._compile_key(model)
+        if not reuse:
+            self._step_fn = make_train_step(model, chain, self._record)
+            self._vars = None
+        self._keras_function = model.train_function  # Keras' own traced step, put back at the end
+        object.__setattr__(model, "train_step", self._step_fn)  # instance attribute shadows it
+        # A new step needs a new trace; the same callback on the same compiled model reuses its own.
+        model.train_function = self._traced[1] if reuse else None
+        self._patched = model
+
+    def set_params(self, params: dict) -> None:
+        # Called by fit after set_model and before the step is traced: size the buffer for one
+        # epoch, so that it is read once per epoch (no per-batch hook, which would make Keras
+        # synchronise after every step).
+        super().set_params(params)
+        model = self._patched
+        if model is None:
+            return
+        from .tf._backend import tf
+
+        steps = (params or {}).get("steps")
+        need = int(steps) if steps else _UNKNOWN_EPOCH_CAPACITY
+        if self._vars is not None and self._capacity >= need:
+            return
+        self._capacity = need
         with model.distribute_strategy.scope():
             kw = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_WRITE,
                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self._vars = (
-                tf.Variable(tf.zeros([capacity], tf.float64), name="ncap_beta_buffer", **kw),
+                tf.Variable(tf.zeros([need], tf.float64), name="ncap_beta_buffer", **kw),
                 tf.Variable(tf.constant(0, tf.int64), name="ncap_beta_count", **kw),
                 tf.Variable(tf.constant(0, tf.int64), name="ncap_step", **kw),
             )
-        self._capacity = capacity
-        step = make_train_step(model, chain, self._recorder(model))
-        object.__setattr__(model, "train_step", step)  # instance attribute shadows the method
-        model.train_function = None  # make fit trace the new step
-        self._patched = model
+        model.train_function = None  # new variables: trace again
 
-    def _recorder(self, model: Any):
+    @staticmethod
+    def _compile_key(model: Any) -> tuple:
+        """What a traced step depends on: recompiling the model invalidates it."""
+        return (id(model), id(model.optimizer), id(getattr(model, "loss", None)),
+                getattr(model, "steps_per_execution", 1), bool(model.run_eagerly),
+                getattr(model, "_jit_compile", None), id(model.distribute_strategy))
+
+    def _record(self, compute: Any, local_batch: Any) -> None:
+        """Inside the traced step: compute beta when due and append it to the buffer."""
         from .tf._backend import tf
         from .tf.ingraph import beta_in_graph
 
-        every, reduction, capacity = self.every, self.reduction, self._capacity
+        if self._vars is None:
+            raise RuntimeError("BetaEff: the training step ran before fit() set the callback up")
         buffer, count, step = self._vars
+        every, reduction, capacity = self.every, self.reduction, self._capacity
+        distributed = tf.distribute.get_strategy().num_replicas_in_sync > 1
+        due = tf.equal(step % every, 0)
 
-        def record(compute: Any) -> None:
-            distributed = tf.distribute.get_strategy().num_replicas_in_sync > 1
-            due = tf.equal(step % every, 0)
-
-            def value() -> Any:
-                return beta_in_graph(*compute(), reduction=reduction)
-
-            if every == 1 or distributed:  # collectives stay outside conditionals
-                beta = value()
-            else:
-                beta = tf.cond(due, value, lambda: tf.constant(0.0, tf.float64))
-            slot = tf.minimum(count, capacity - 1)
-            buffer.assign(tf.tensor_scatter_nd_update(buffer, [[slot]], [beta]))
-            count.assign_add(tf.cast(due, tf.int64))
-            step.assign_add(1)
-
-        return record
+        if every == 1 or distributed:  # collectives stay outside conditionals
+            beta, total = beta_in_graph(*compute(), reduction=reduction, with_batch_size=True)
+            nonempty = total > 0
+        else:
+            nonempty = local_batch > 0
+            beta = tf.cond(tf.logical_and(due, nonempty),
+                           lambda: beta_in_graph(*compute(), reduction=reduction),
+                           lambda: tf.constant(0.0, tf.float64))
+        # Empty batches (the end of some datasets) are not steps. Past the end of the buffer,
+        # keep counting (the epoch-end read reports the overflow) but write nothing.
+        record = tf.logical_and(due, nonempty)
+        slot = tf.minimum(count, capacity - 1)
+        entry = tf.where(tf.logical_and(record, count < capacity), beta, buffer[slot])
+        if tf.distribute.has_strategy():  # mirrored variables take whole assignments only
+            buffer.assign(tf.tensor_scatter_nd_update(buffer, [[slot]], [entry]))
+        else:
+            buffer.scatter_nd_update([[slot]], [entry])
+        count.assign_add(tf.cast(record, tf.int64))
+        step.assign_add(tf.cast(nonempty, tf.int64))
 
     def _unpatch(self) -> None:
         model = self._patched
         if model is not None:
             if "train_step" in vars(model):
                 object.__delattr__(model, "train_step")
-            model.train_function = None  # the next fit traces Keras' own step again
+            self._traced = (self._compile_key(model), model.train_function)
+            model.train_function = self._keras_function  # None: the next fit traces Keras' step
         self._patched = None
 
     # -------------------------------------------------------------- reading values
@@ -145,8 +186,10 @@ class BetaEff(keras.callbacks.Callback):
         if n == 0:
             return
         if n > self._capacity:
-            raise RuntimeError(f"BetaEff: {n} steps recorded between reads, buffer holds "
-                               f"{self._capacity}")
+            raise RuntimeError(
+                f"BetaEff: {n} steps were recorded in one epoch but the buffer holds "
+                f"{self._capacity}; pass steps_per_epoch to fit (or use every > 1)"
+            )
         values = buffer.numpy()[:n]
         last = int(step.numpy()) - 1
         # The n recorded steps are the last n multiples of `every` up to `last`.
@@ -165,11 +208,6 @@ class BetaEff(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = []
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._drain()
-        if logs is not None and self._epoch:
-            logs["beta_eff"] = float(np.mean(self._epoch))  # running mean for the progress bar
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._drain()

@@ -82,7 +82,8 @@ class CandidateResult:
             "error": r.get("error"),
             "predicted": _num(self.predicted),
             "std": _num(self.std),
-            "t0": self.t0,
+            "t0": self.t0,  # 0-based index of the window's first epoch, as predict_final
+            "t0_epoch": None if self.t0 is None else self.t0 + 1,
             "prediction": None if pred is None else pred.to_dict(),
             "observed_epochs": self.observed_epochs,
             "beta": r.get("beta"),

@@ -36,6 +36,7 @@ def write_json(path: str, obj: Any) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, allow_nan=False)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a run directory is meant to be read
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -103,7 +104,7 @@ def run_in_process(
 def run_dask(
     jobs: Sequence[Job], data: Dataset, settings: TrainSettings,
     on_done: Callable[[dict[str, Any]], None], *, workers: int = 2,
-    scheduler: str | None = None, threads: int | None = None,
+    scheduler: str | None = None,
 ) -> None:
     """Run the jobs on Dask: a LocalCluster of ``workers`` processes, or ``scheduler``'s cluster.
 
@@ -115,8 +116,8 @@ def run_dask(
 
     cluster = None
     if scheduler is None:
-        if threads is None:
-            threads = _local_threads(workers)
+        if settings.threads == 0:  # share the cores: N workers must not each take them all
+            settings = dataclasses.replace(settings, threads=_local_threads(workers))
         # A task that kills its worker (e.g. out of memory) fails at once, not after 3 retries.
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
                 warnings.catch_warnings():
@@ -127,8 +128,10 @@ def run_dask(
             )
         client = Client(cluster)
     else:
-        client = Client(scheduler)
-    settings = dataclasses.replace(settings, threads=threads or 0)
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as err:
+            raise ValueError(f"scheduler: cannot connect to {scheduler!r}: {err}") from err
     try:
         data_f = client.scatter(data, broadcast=True, hash=False)
         token = uuid.uuid4().hex[:8]

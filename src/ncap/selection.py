@@ -1,4 +1,4 @@
-"""``ncap.select``: rank candidate backbones by their predicted fine-tuned accuracy (SPEC section 6).
+"""``ncap.select``: rank candidate backbones by predicted fine-tuned accuracy (SPEC section 6).
 
 For each candidate: attach ncap's frozen probe, fine-tune the backbone for
 ``epochs`` epochs while recording the training beta_eff and the validation
@@ -11,6 +11,7 @@ goes on to that epoch and the true test accuracy judges every method's ranking.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from collections.abc import Sequence
@@ -33,11 +34,11 @@ DEFAULT_FINAL_EPOCH = 50
 
 
 def _int(value: Any, name: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < lo:
         raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return value
+    return int(value)
 
 
 def _is_example(data: Any) -> bool:
@@ -94,7 +95,9 @@ def select(
         workers: 1 runs in this process; more starts a Dask LocalCluster with
             that many worker processes.
         scheduler: address of an existing Dask scheduler (overrides ``workers``).
-        threads: TensorFlow threads per Dask worker (default: cores / workers).
+        threads: TensorFlow intra-op threads for training (default: cores / workers
+            on a LocalCluster, TensorFlow's own choice otherwise). In this process
+            it applies only before TensorFlow has started.
         resume: reuse the finished candidates in ``out`` (same candidate,
             data and training settings); failed ones run again.
         plots: write PNG plots into ``out/plots``.
@@ -156,7 +159,7 @@ def select(
         raise ValueError("truth_epochs needs test data (x_test, y_test) for the true accuracy")
     specs = parse_candidates(candidates, weights=weights, preprocess=preprocess)
     settings = TrainSettings(epochs, truth_epochs, batch_size, float(learning_rate), seed,
-                             hidden, float(dropout))
+                             hidden, float(dropout), threads=threads or 0)
     fp = data_fingerprint(dataset)
     keys = {s.name: settings.key(s, fp) for s in specs}
 
@@ -208,7 +211,7 @@ def select(
                 run_in_process(jobs, dataset, settings, on_done, progress=progress)
             else:
                 run_dask(jobs, dataset, settings, on_done, workers=workers,
-                         scheduler=scheduler, threads=threads)
+                         scheduler=scheduler)
     finally:
         overall.close()
 

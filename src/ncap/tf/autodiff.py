@@ -33,7 +33,8 @@ def _segment(chain: ProbeChain, i: int, a: Any, records: list) -> Any:
     return run_steps(chain.segments[i], a, training=False, records=records[i])[0]
 
 
-def _next_pre_activation(chain: ProbeChain, i: int, a: Any, records: list, kernel: Any = None) -> Any:
+def _next_pre_activation(chain: ProbeChain, i: int, a: Any, records: list,
+                         kernel: Any = None) -> Any:
     """a^{i+2} from a^{i+1} (0-based weight index i): segment i, then weight layer i+1."""
     return apply_weight(chain.weights[i + 1], _segment(chain, i, a, records), kernel)
 
@@ -131,7 +132,8 @@ def slice_records(records: list, b: int, batch: int) -> list:
     for seg in records:
         row = []
         for rec in seg:
-            if rec is not None and not isinstance(rec, tuple) and rec.shape[0] == batch and batch > 1:
+            is_mask = rec is not None and not isinstance(rec, tuple)  # BN statistics are tuples
+            if is_mask and rec.shape[0] == batch and batch > 1:
                 rec = rec[b:b + 1]
             row.append(rec)
         out.append(row)

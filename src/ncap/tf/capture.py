@@ -19,8 +19,15 @@ import weakref
 
 import numpy as np
 
-from ._backend import keras, tf
-from .chain import ProbeChain, apply_weight, elementwise_derivative, resolve_chain, run_steps
+from ._backend import tf
+from .chain import (
+    ProbeChain,
+    apply_weight,
+    elementwise_derivative,
+    fold_seed,
+    resolve_chain,
+    run_steps,
+)
 from .losses import check_labels, resolve_loss
 
 _CHAINS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
@@ -140,14 +147,14 @@ def forward(
             a = apply_weight(w, h)
             as_.append(a)
             if i < chain.n_layers - 1:
-                sub = None if seed_t is None else tf.random.experimental.stateless_fold_in(seed_t, i)
+                sub = None if seed_t is None else fold_seed(seed_t, i)
                 h, rec = run_steps(chain.segments[i], a, training=training, seed=sub)
                 zs.append(h)
                 records.append(rec)
     a_last = as_[-1]
     n_out = int(a_last.shape[-1])
     out_probe = _tail_is_probability(chain)
-    loss_fn = resolve_loss(model, loss, np.asarray(y) if not isinstance(y, np.ndarray) else y, out_probe)
+    loss_fn = resolve_loss(model, loss, np.asarray(y), out_probe)
     labels = check_labels(y, n, n_out, loss_fn.loss_name)
     outputs, losses, g_last = loss_and_gradient(chain, a_last, labels, loss_fn)
     return ProbeState(z=zs, a=as_, records=records, g_last=g_last, outputs=outputs,
@@ -172,13 +179,19 @@ def _tail_is_probability(chain: ProbeChain) -> bool:
     for step in reversed(chain.tail):
         if step.kind == "act":
             fn = getattr(step.layer, "activation", step.layer)
-            return getattr(fn, "__name__", "") == "softmax" or type(step.layer).__name__ == "Softmax"
+            name = getattr(fn, "__name__", "")
+            return name == "softmax" or type(step.layer).__name__ == "Softmax"
         if step.kind == "other" and type(step.layer).__name__ == "Softmax":
             return True
     return False
 
 
 def _as_input(x: Any) -> Any:
+    if isinstance(x, tf.data.Dataset) or hasattr(x, "__next__"):
+        raise TypeError(
+            "x: pass one batch of inputs as an array or tensor (not a dataset or generator); "
+            "beta_eff is a property of one batch"
+        )
     if isinstance(x, (dict, list, tuple)):
         return x
     return tf.convert_to_tensor(x) if not isinstance(x, np.ndarray) else x

@@ -197,7 +197,9 @@ def resolve_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain
             "model, or a Sequential model with an Input layer or after calling it on data)"
         )
     if len(outputs) != 1:
-        raise ValueError(f"model: the probe must end at the model's only output, got {len(outputs)} outputs")
+        raise ValueError(
+            f"model: the probe must end at the model's only output, got {len(outputs)} outputs"
+        )
     weights = _find_weight_layers(model, layers)
     if len({id(w) for w in weights}) != len(weights):
         raise ValueError("layers: a weight layer is named twice")
@@ -214,7 +216,9 @@ def resolve_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain
                 f"but {nxt.name!r} does not take {prev.name!r}'s output as its only input"
             )
     if chain[-1].output is not outputs[0]:
-        raise ValueError(f"model: the probe chain does not end at the model output ({chain[-1].name!r})")
+        raise ValueError(
+            f"model: the probe chain does not end at the model output ({chain[-1].name!r})"
+        )
     positions = []
     for w in weights:
         pos = [i for i, l in enumerate(chain) if l is w]
@@ -321,6 +325,11 @@ def _dropout_mask(layer: Any, x: Any, seed: Any) -> Any:
     return tf.cast(keep, x.dtype) / tf.cast(1.0 - layer.rate, x.dtype) * ones
 
 
+def fold_seed(seed: Any, i: int) -> Any:
+    """A stateless seed derived from ``seed`` for the i-th draw."""
+    return tf.random.experimental.stateless_fold_in(seed, i)
+
+
 def run_steps(
     steps: Sequence[Step],
     x: Any,
@@ -350,7 +359,7 @@ def run_steps(
             if records is None:
                 rec = None
                 if training:
-                    sub = None if seed is None else tf.random.experimental.stateless_fold_in(seed, i)
+                    sub = None if seed is None else fold_seed(seed, i)
                     rec = _dropout_mask(step.layer, x, sub)
             if rec is not None:
                 x = x * rec

@@ -48,7 +48,8 @@ def resolve_loss(model: Any, loss: Any, y: np.ndarray, output_is_probability: bo
                 "explicitly with loss=..."
             )
     if loss is None:
-        sparse = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1 and np.issubdtype(y.dtype, np.integer))
+        column = y.ndim == 2 and y.shape[1] == 1 and np.issubdtype(y.dtype, np.integer)
+        sparse = y.ndim == 1 or column
         cls = (keras.losses.SparseCategoricalCrossentropy if sparse
                else keras.losses.CategoricalCrossentropy)
         loss = cls(from_logits=not output_is_probability)
@@ -128,7 +129,9 @@ def check_batch_mean_loss(model: Any) -> None:
     """The training step's g^L = B * dL/da^L needs a loss that averages over the batch."""
     loss = getattr(model, "loss", None)
     if loss is None:
-        raise ValueError("model: compile the model (with its loss) before fit with ncap.keras.BetaEff")
+        raise ValueError(
+            "model: compile the model (with its loss) before fit with ncap.keras.BetaEff"
+        )
     if isinstance(loss, (dict, list, tuple)):
         items = list(loss.values()) if isinstance(loss, dict) else list(loss)
         if len(items) != 1:

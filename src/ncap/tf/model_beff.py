@@ -13,7 +13,15 @@ from .._result import BetaResult, LayerTerms
 from ..reference import DEGENERATE_RTOL
 from ._backend import tf
 from . import autodiff
-from .capture import Capture, ProbeState, capture_from_state, check_depth, derivatives, forward, get_chain
+from .capture import (
+    Capture,
+    ProbeState,
+    capture_from_state,
+    check_depth,
+    derivatives,
+    forward,
+    get_chain,
+)
 from .chain import ProbeChain
 
 METHODS = ("auto", "closed_form", "autodiff")
@@ -156,8 +164,9 @@ def _autodiff(chain: ProbeChain, state: ProbeState, interaction: str, reduction:
     scale = _spec_scale(chain, state, reduction)
     if scale is None:  # general layers: no s to take norms of; |delta_in| stands in
         scale = fallback
+    info = {**info, "scale": "spec" if chain.closed_form_ok else "abs_delta_in"}
     return _assemble(chain, nums, dens, scale, reduction, batch, interaction,
-                     _device(state.z[0]), {**info, "scale": "spec" if chain.closed_form_ok else "abs_delta_in"})
+                     _device(state.z[0]), info)
 
 
 def _spec_scale(chain: ProbeChain, state: ProbeState, reduction: str):

@@ -27,12 +27,14 @@ def _first_input(x: Any) -> Any:
     return next(i for i in tf.nest.flatten(x) if i is not None)
 
 
-def make_train_step(model: Any, chain: ProbeChain, on_capture: Callable[[Callable], None]):
+def make_train_step(model: Any, chain: ProbeChain, on_capture: Callable[[Callable, Any], None]):
     """``train_step(data)`` for ``model`` that hands the capture to ``on_capture``.
 
-    ``on_capture(compute)`` runs inside the (traced) step, in replica context;
-    ``compute()`` returns (acts, derivs, grads) as tensors in the
-    :func:`ncap.beff` layout (so that the recorder may skip it in a ``tf.cond``).
+    ``on_capture(compute, batch_size)`` runs inside the (traced) step, in
+    replica context; ``compute()`` returns (acts, derivs, grads) as tensors in
+    the :func:`ncap.beff` layout (so that the recorder may skip it in a
+    ``tf.cond``); ``batch_size`` is this replica's batch size (0 for the empty
+    batch a distributed iterator can hand out at the end of the data).
     """
     n_layers = chain.n_layers
 
@@ -86,7 +88,7 @@ def make_train_step(model: Any, chain: ProbeChain, on_capture: Callable[[Callabl
             ]
             return zs, derivs, recursion(chain, derivs, g_last)
 
-        on_capture(compute)
+        on_capture(compute, tf.shape(a_last)[0])
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return train_step

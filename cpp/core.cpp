@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <new>
 #include <sstream>
 
@@ -18,17 +19,34 @@ std::string shape_of(const MatrixView& v) {
   return os.str();
 }
 
-// Per-thread scratch memory, so that parallel tasks never share buffers.
-struct Scratch {
-  std::vector<double> values;
-  std::vector<int64_t> indices;
+// Rows per parallel task: fixed, so that results never depend on the thread count.
+constexpr int64_t kRowBlock = 16;
+
+// Working memory that is always written before it is read: left uninitialised,
+// since zero-filling it would cost as much as the maths on small batches.
+class Buffer {
+ public:
+  void resize(size_t n) {
+    if (n > size_) data_.reset(new double[n]);
+    size_ = n;
+  }
+  double* data() { return data_.get(); }
+  const double* data() const { return data_.get(); }
+  double& operator[](size_t i) { return data_[i]; }
+  const double& operator[](size_t i) const { return data_[i]; }
+
+ private:
+  std::unique_ptr<double[]> data_;
+  size_t size_ = 0;
 };
 
+// Per-thread scratch memory, so that parallel tasks never share buffers.
 class ThreadScratch {
  public:
-  ThreadScratch(int threads, int64_t values, int64_t indices)
-      : per_thread_(threads > 0 ? threads : 1, Scratch{std::vector<double>(values), std::vector<int64_t>(indices)}) {}
-  Scratch& mine() {
+  ThreadScratch(int threads, int64_t values, int64_t /*unused*/) : per_thread_(threads > 0 ? threads : 1) {
+    for (Buffer& b : per_thread_) b.resize(static_cast<size_t>(values));
+  }
+  Buffer& mine() {
 #ifdef _OPENMP
     if (per_thread_.size() > 1) return per_thread_[omp_get_thread_num()];
 #endif
@@ -36,7 +54,7 @@ class ThreadScratch {
   }
 
  private:
-  std::vector<Scratch> per_thread_;
+  std::vector<Buffer> per_thread_;
 };
 
 std::string indexed(const char* name, size_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
@@ -47,12 +65,16 @@ struct Loaded {
   const MatrixView* view = nullptr;
   std::string name;
   bool full = false;
-  std::vector<double> rows;     // B x n
-  std::vector<double> cols;     // n x B
+  Buffer rows;                  // B x n (empty unless full)
+  Buffer cols;                  // n x B (empty unless full and needed)
   std::vector<double> sum;      // per sample: sum_k x_k
   std::vector<double> abs_sum;  // per sample: sum_k |x_k|
   std::vector<int64_t> bad_col; // per sample: first non-finite column, or -1
 };
+
+// Which column-major copies a computation reads: the batch numerator reads
+// s and g by columns, the degrees read z and s by columns.
+enum class Transposed { None, SandG, ZandS };
 
 // z[l] (l = 0..L-2), s[l] (l = 1..L-1), g[l] (l = 2..L), indexed by the SPEC's l.
 struct Workspace {
@@ -66,7 +88,7 @@ struct Workspace {
 void load_row(Loaded& a, int64_t b) {
   const MatrixView& v = *a.view;
   const int64_t n = v.cols;
-  double* dst = a.rows.empty() ? nullptr : a.rows.data() + b * n;
+  double* dst = a.full ? a.rows.data() + b * n : nullptr;
   double sums[2];
   if (v.dtype == DType::Float32)
     kernels::load_row(static_cast<const float*>(v.data) + b * v.row_stride, v.col_stride, n, dst, sums);
@@ -86,15 +108,22 @@ void load_row(Loaded& a, int64_t b) {
   }
 }
 
-// Column-major copy (n x B) of a loaded row-major array, in cache-sized blocks.
-void transpose_into(const Loaded& a, int64_t batch, std::vector<double>& cols) {
+// Column-major copy (n x B) of a loaded row-major array, in cache-sized tiles.
+void transpose_into(const Loaded& a, int64_t batch, Buffer& cols) {
   const int64_t n = a.view->cols;
   cols.resize(static_cast<size_t>(batch * n));
-  constexpr int64_t kTile = 32;
-  for (int64_t b0 = 0; b0 < batch; b0 += kTile)
-    for (int64_t k0 = 0; k0 < n; k0 += kTile)
-      for (int64_t b = b0; b < std::min(b0 + kTile, batch); ++b)
-        for (int64_t k = k0; k < std::min(k0 + kTile, n); ++k) cols[k * batch + b] = a.rows[b * n + k];
+  constexpr int64_t kTile = 16;
+  for (int64_t b0 = 0; b0 < batch; b0 += kTile) {
+    const int64_t b1 = std::min(b0 + kTile, batch);
+    for (int64_t k0 = 0; k0 < n; k0 += kTile) {
+      const int64_t k1 = std::min(k0 + kTile, n);
+      for (int64_t k = k0; k < k1; ++k) {
+        double* __restrict dst = cols.data() + k * batch;
+        const double* __restrict src = a.rows.data() + k;
+        for (int64_t b = b0; b < b1; ++b) dst[b] = src[b * n];
+      }
+    }
+  }
 }
 
 void init_loaded(Loaded& a, const MatrixView& v, std::string name, bool full, int64_t batch) {
@@ -108,7 +137,7 @@ void init_loaded(Loaded& a, const MatrixView& v, std::string name, bool full, in
 }
 
 // Reads every array the maths uses, once, in parallel over samples; checks finiteness.
-void load(const Trace& t, bool everything_full, bool need_cols, int threads, Workspace& w) {
+void load(const Trace& t, bool everything_full, Transposed transposed, int threads, Workspace& w) {
   const int L = static_cast<int>(t.acts.size());
   const int64_t B = t.acts[0].rows;
   w.batch = B;
@@ -147,8 +176,12 @@ void load(const Trace& t, bool everything_full, bool need_cols, int threads, Wor
     }
   }
   std::vector<Loaded*> full;
-  for (Loaded* a : w.all)
-    if (a->full && need_cols) full.push_back(a);
+  for (int l = 0; l <= L - 2; ++l)
+    if (transposed == Transposed::ZandS && w.z[l].full) full.push_back(&w.z[l]);
+  for (int l = 1; l <= L - 1; ++l)
+    if (transposed != Transposed::None) full.push_back(&w.s[l]);
+  for (int l = 2; l <= L; ++l)
+    if (transposed == Transposed::SandG && w.g[l].full) full.push_back(&w.g[l]);
   parallel_for(static_cast<int64_t>(full.size()), team, [&](int64_t k) { transpose_into(*full[k], B, full[k]->cols); });
 }
 
@@ -173,12 +206,12 @@ void check_width(const MatrixView& v, const std::string& name, int64_t expected,
   }
 }
 
-Workspace make_workspace(const Trace& t, bool full, bool need_cols, int threads) {
+Workspace make_workspace(const Trace& t, bool full, Transposed transposed, int threads) {
   Workspace w;
   w.widths = check_trace(t, 2);
   const int64_t bytes = workspace_bytes(w.widths, t.acts[0].rows) * (full ? 2 : 1);
   try {
-    load(t, full, need_cols, threads, w);
+    load(t, full, transposed, threads, w);
   } catch (const std::bad_alloc&) {
     std::ostringstream os;
     os << "could not allocate the " << bytes / (1024.0 * 1024.0 * 1024.0)
@@ -238,7 +271,7 @@ int64_t workspace_bytes(const std::vector<int64_t>& widths, int64_t batch) {
 
 BetaTerms beta_eff(const Trace& t, Reduction reduction, int threads) {
   check_trace(t, 4);
-  Workspace w = make_workspace(t, false, reduction == Reduction::Batch, threads);
+  Workspace w = make_workspace(t, false, reduction == Reduction::Batch ? Transposed::SandG : Transposed::None, threads);
   const int L = w.n_layers;
   const int64_t B = w.batch;
   const bool per_sample = reduction == Reduction::Sample;
@@ -269,53 +302,56 @@ BetaTerms beta_eff(const Trace& t, Reduction reduction, int threads) {
     }
   } else {
     // Batch numerator per layer l = 2..L-1: sum over the B x B Gram products
-    // (cost B^2 (n_l + n_{l-1})) or, when cheaper, over rows of the degree
-    // matrices one unit at a time (cost 2 B n_l n_{l-1}); neither stores an
-    // n_l x n_{l-1} matrix.
-    struct Task { int layer; int64_t index; bool gram; };
+    // (cost B^2 (n_l + n_{l-1})) or, when cheaper, over blocks of rows of the
+    // degree matrices (cost 2 B n_l n_{l-1}); neither stores an n_l x n_{l-1}
+    // matrix. Tasks are fixed blocks of rows, so the sums do not depend on
+    // the thread count.
+    struct Task { int layer; int64_t first, last; bool gram; };
     std::vector<Task> tasks;
     double work = 0;
     for (int l = 2; l <= L - 1; ++l) {
       const double n = static_cast<double>(w.widths[l]), n_prev = static_cast<double>(w.widths[l - 1]);
       const bool gram = static_cast<double>(B) * (n + n_prev) <= 2.0 * n * n_prev;
       const int64_t count = gram ? B : w.widths[l];
-      for (int64_t i = 0; i < count; ++i) tasks.push_back({l, i, gram});
+      for (int64_t r = 0; r < count; r += kRowBlock) tasks.push_back({l, r, std::min(count, r + kRowBlock), gram});
       work += gram ? static_cast<double>(B) * B * (n + n_prev) : 2.0 * B * n * n_prev;
     }
     const int team = pick_threads(threads, work);
-    int64_t max_width = 0;
-    for (int64_t n : w.widths) max_width = std::max(max_width, n);
-    const int64_t scratch_len = 2 * std::max(B, max_width) + B;
-    ThreadScratch scratch(team, scratch_len, std::max(B, max_width));
+    int64_t scratch_len = 0;
+    for (const Task& task : tasks)
+      scratch_len = std::max(scratch_len, task.gram ? 2 * kRowBlock * B : kRowBlock * (B + 2 * w.widths[task.layer - 1]));
+    ThreadScratch scratch(team, scratch_len, 0);
     std::vector<double> partial(tasks.size(), 0.0);
 
     parallel_for(static_cast<int64_t>(tasks.size()), team, [&](int64_t k) {
-      Scratch& mine = scratch.mine();
-      double* buf = mine.values.data();
-      int64_t* idx = mine.indices.data();
+      double* buf = scratch.mine().data();
       const Task& task = tasks[k];
       const int l = task.layer;
-      const int64_t n = w.widths[l], n_prev = w.widths[l - 1];
+      const int64_t n = w.widths[l], n_prev = w.widths[l - 1], rows = task.last - task.first;
       const double* u = w.g[l + 1].sum.data();  // S^{l+1}
       const double* v = w.z[l - 2].sum.data();  // Z^{l-2}
+      double total = 0.0;
       if (task.gram) {
-        const int64_t b = task.index;
-        double* a_row = buf;       // A[b, :] = s^l_b . g^l_:
-        double* c_row = buf + B;   // C[b, :] = z^{l-1}_b . s^{l-1}_:
-        kernels::row_times_matrix(&w.s[l].rows[b * n], n, w.g[l].cols.data(), B, B, a_row, idx);
-        kernels::row_times_matrix(&w.z[l - 1].rows[b * n_prev], n_prev, w.s[l - 1].cols.data(), B, B, c_row, idx);
-        partial[k] = u[b] * kernels::weighted_triple_dot(v, a_row, c_row, B);
+        double* a = buf;             // A[b, :] = s^l_b . g^l_:         for b in the block
+        double* c = buf + rows * B;  // C[b, :] = z^{l-1}_b . s^{l-1}_:
+        kernels::sparse_times_dense(&w.s[l].rows[task.first * n], rows, n, n, w.g[l].cols.data(), B, B, a, B);
+        kernels::sparse_times_dense(&w.z[l - 1].rows[task.first * n_prev], rows, n_prev, n_prev,
+                                    w.s[l - 1].cols.data(), B, B, c, B);
+        for (int64_t r = 0; r < rows; ++r)
+          total += u[task.first + r] * kernels::weighted_triple_dot(v, a + r * B, c + r * B, B);
       } else {
-        const int64_t i = task.index;
-        double* weights = buf;               // length B
-        double* d_in = buf + B;              // length n_prev
-        double* d_out = buf + B + n_prev;    // length n_prev
-        for (int64_t b = 0; b < B; ++b) weights[b] = w.s[l].cols[i * B + b] * u[b];
-        kernels::row_times_matrix(weights, B, w.z[l - 1].rows.data(), n_prev, n_prev, d_in, idx);
-        for (int64_t b = 0; b < B; ++b) weights[b] = w.g[l].cols[i * B + b] * v[b];
-        kernels::row_times_matrix(weights, B, w.s[l - 1].rows.data(), n_prev, n_prev, d_out, idx);
-        partial[k] = kernels::dot(d_in, d_out, n_prev);
+        double* weights = buf;                      // rows x B
+        double* d_in = buf + rows * B;              // rows x n_prev: delta_in rows (times B)
+        double* d_out = d_in + rows * n_prev;       // rows x n_prev: delta_out rows (times B)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t b = 0; b < B; ++b) weights[r * B + b] = w.s[l].cols[(task.first + r) * B + b] * u[b];
+        kernels::sparse_times_dense(weights, rows, B, B, w.z[l - 1].rows.data(), n_prev, n_prev, d_in, n_prev);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t b = 0; b < B; ++b) weights[r * B + b] = w.g[l].cols[(task.first + r) * B + b] * v[b];
+        kernels::sparse_times_dense(weights, rows, B, B, w.s[l - 1].rows.data(), n_prev, n_prev, d_out, n_prev);
+        for (int64_t r = 0; r < rows; ++r) total += kernels::dot(d_in + r * n_prev, d_out + r * n_prev, n_prev);
       }
+      partial[k] = total;
     });
     for (size_t k = 0; k < tasks.size(); ++k) gram_sums[tasks[k].layer - 1] += partial[k];
   }
@@ -392,7 +428,7 @@ BetaTerms finish(const RowSums& r, Reduction reduction, const std::vector<double
 
 void degrees(const Trace& t, const std::vector<double*>& delta_in,
              const std::vector<double*>& delta_out, int threads) {
-  Workspace w = make_workspace(t, true, true, threads);
+  Workspace w = make_workspace(t, true, Transposed::ZandS, threads);
   const int L = w.n_layers;
   const int64_t B = w.batch;
   const double inv_b = 1.0 / static_cast<double>(B);
@@ -421,21 +457,20 @@ void degrees(const Trace& t, const std::vector<double*>& delta_in,
       std::fill(delta_out[l - 1], delta_out[l - 1] + size, 0.0);
     }
   }
-  // One task per output row (job, j): fixed summation order over b.
-  std::vector<std::pair<size_t, int64_t>> rows;
+  // Tasks are fixed blocks of output rows (job, j..): fixed summation order over b.
+  struct Rows { size_t job; int64_t first, last; };
+  std::vector<Rows> tasks;
   double work = 0;
   for (size_t k = 0; k < jobs.size(); ++k) {
     const int64_t n_in = jobs[k].x->view->cols;
-    for (int64_t j = 0; j < n_in; ++j) rows.emplace_back(k, j);
+    for (int64_t j = 0; j < n_in; j += kRowBlock) tasks.push_back({k, j, std::min(n_in, j + kRowBlock)});
     work += static_cast<double>(B) * n_in * jobs[k].n_out;
   }
-  const int team = pick_threads(threads, work);
-  ThreadScratch scratch(team, 0, B);
-  parallel_for(static_cast<int64_t>(rows.size()), team, [&](int64_t r) {
-    const Job& job = jobs[rows[r].first];
-    const int64_t j = rows[r].second;
-    kernels::row_times_matrix(&job.x->cols[j * B], B, job.weights.data(), job.n_out, job.n_out,
-                              job.out + j * job.n_out, scratch.mine().indices.data());
+  parallel_for(static_cast<int64_t>(tasks.size()), pick_threads(threads, work), [&](int64_t t) {
+    const Job& job = jobs[tasks[t].job];
+    const int64_t j = tasks[t].first;
+    kernels::sparse_times_dense(&job.x->cols[j * B], tasks[t].last - j, B, B, job.weights.data(), job.n_out,
+                                job.n_out, job.out + j * job.n_out, job.n_out);
   });
 }
 

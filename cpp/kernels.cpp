@@ -1,5 +1,6 @@
 #include "ncap/kernels.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -130,49 +131,56 @@ double lane_sum(const double* __restrict x, int64_t n) {
 }
 
 NCAP_MULTIVERSION
-void row_times_matrix(const double* __restrict x, int64_t n, const double* __restrict yt,
-                      int64_t ld, int64_t m, double* __restrict out, int64_t* __restrict scratch) {
-  // Gather the non-zero entries of x once (ReLU masks and dropout make many
-  // of them zero), then sweep the output in blocks of 16 whose accumulators
-  // stay in registers. Each out[k] sums over i in increasing order.
-  int64_t* nz = scratch;
-  int64_t count = 0;
-  for (int64_t i = 0; i < n; ++i)
-    if (x[i] != 0.0) nz[count++] = i;
-  int64_t k0 = 0;
+void sparse_times_dense(const double* __restrict x, int64_t rows, int64_t n, int64_t ldx,
+                        const double* __restrict y, int64_t m, int64_t ldy, double* __restrict out,
+                        int64_t ldo) {
+  // A block of y's rows small enough to stay in L1 is applied to every output
+  // row before moving on; zeros of x (ReLU masks, dropout) are skipped. Each
+  // out[r, k] still accumulates over i in increasing order, so the blocking
+  // changes no bits.
+  constexpr int64_t kL1Bytes = 24 * 1024;
+  const int64_t block = std::max<int64_t>(8, kL1Bytes / (8 * std::max<int64_t>(m, 1)));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < m; ++k) out[r * ldo + k] = 0.0;
+  for (int64_t i0 = 0; i0 < n; i0 += block) {
+    const int64_t i1 = std::min(n, i0 + block);
+    for (int64_t r = 0; r < rows; ++r) {
+      const double* __restrict xr = x + r * ldx;
+      double* __restrict o = out + r * ldo;
+      int64_t k0 = 0;
 #if NCAP_HAVE_VECTOR_EXT
-  // Eight independent accumulators hide the FMA latency.
-  for (; k0 + 32 <= m; k0 += 32) {
-    v4d acc[8] = {};
-    for (int64_t t = 0; t < count; ++t) {
-      const double a = x[nz[t]];
-      const v4d av = {a, a, a, a};
-      const double* y = yt + nz[t] * ld + k0;
-      for (int r = 0; r < 8; ++r) acc[r] += av * load4(y + 4 * r);
-    }
-    for (int r = 0; r < 8; ++r) store4(out + k0 + 4 * r, acc[r]);
-  }
-  for (; k0 + 16 <= m; k0 += 16) {
-    v4d acc0 = {0, 0, 0, 0}, acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (int64_t t = 0; t < count; ++t) {
-      const double a = x[nz[t]];
-      const v4d av = {a, a, a, a};
-      const double* y = yt + nz[t] * ld + k0;
-      acc0 += av * load4(y);
-      acc1 += av * load4(y + 4);
-      acc2 += av * load4(y + 8);
-      acc3 += av * load4(y + 12);
-    }
-    store4(out + k0, acc0);
-    store4(out + k0 + 4, acc1);
-    store4(out + k0 + 8, acc2);
-    store4(out + k0 + 12, acc3);
-  }
+      for (; k0 + 32 <= m; k0 += 32) {  // eight accumulators hide the FMA latency
+        v4d acc[8];
+        for (int q = 0; q < 8; ++q) acc[q] = load4(o + k0 + 4 * q);
+        for (int64_t i = i0; i < i1; ++i) {
+          const double a = xr[i];
+          if (a == 0.0) continue;
+          const v4d av = {a, a, a, a};
+          const double* yr = y + i * ldy + k0;
+          for (int q = 0; q < 8; ++q) acc[q] += av * load4(yr + 4 * q);
+        }
+        for (int q = 0; q < 8; ++q) store4(o + k0 + 4 * q, acc[q]);
+      }
+      for (; k0 + 8 <= m; k0 += 8) {
+        v4d acc0 = load4(o + k0), acc1 = load4(o + k0 + 4);
+        for (int64_t i = i0; i < i1; ++i) {
+          const double a = xr[i];
+          if (a == 0.0) continue;
+          const v4d av = {a, a, a, a};
+          acc0 += av * load4(y + i * ldy + k0);
+          acc1 += av * load4(y + i * ldy + k0 + 4);
+        }
+        store4(o + k0, acc0);
+        store4(o + k0 + 4, acc1);
+      }
 #endif
-  for (int64_t k = k0; k < m; ++k) {
-    double acc = 0.0;
-    for (int64_t t = 0; t < count; ++t) acc += x[nz[t]] * yt[nz[t] * ld + k];
-    out[k] = acc;
+      for (int64_t k = k0; k < m; ++k) {
+        double acc = o[k];
+        for (int64_t i = i0; i < i1; ++i)
+          if (xr[i] != 0.0) acc += xr[i] * y[i * ldy + k];
+        o[k] = acc;
+      }
+    }
   }
 }
 

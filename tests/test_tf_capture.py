@@ -218,3 +218,16 @@ def test_capture_works_on_a_model_built_from_a_dense_backbone():
     model = ncap.attach_probe(dense_backbone(), 3, hidden=(7, 6, 5))
     cap = ncap.capture(model, *data(n=3))
     assert len(cap.acts) == 4
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_compiled_and_eager_forward_agree(training):
+    from ncap.tf.capture import forward, get_chain
+
+    model = mlp("gelu", dtype="float64")
+    x, y = data(n=6, dtype="float64")
+    chain = get_chain(model, MLP_LAYERS)
+    graph = forward(chain, x, y, training=training, seed=5)
+    eager = forward(chain, x, y, training=training, seed=5, compiled=False)
+    for a, b in zip(graph.z + graph.derivs + graph.grads, eager.z + eager.derivs + eager.grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)

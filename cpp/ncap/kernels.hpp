@@ -22,10 +22,11 @@ void load_row(const double* src, int64_t stride, int64_t n, double* dst, double*
 // Sum of a contiguous run with 8 fixed lanes (deterministic, vectorisable).
 double lane_sum(const double* x, int64_t n);
 
-// out[k] = sum_i x[i] * yt[i * ld + k] for k < m, skipping x[i] == 0 (ReLU sparsity).
-// scratch holds n indices. The sum over i runs in increasing i for every k.
-void row_times_matrix(const double* x, int64_t n, const double* yt, int64_t ld, int64_t m,
-                      double* out, int64_t* scratch);
+// out[r, :] = sum_i x[r, i] * y[i, :] for r < rows (x: rows x n, y: n x m,
+// row-major with leading dimensions ldx, ldy, ldo). Skips x[r, i] == 0 (ReLU
+// sparsity). Every output sums over i in increasing order.
+void sparse_times_dense(const double* x, int64_t rows, int64_t n, int64_t ldx, const double* y,
+                        int64_t m, int64_t ldy, double* out, int64_t ldo);
 
 // sum_k w[k] * a[k] * c[k] with 8 fixed lanes.
 double weighted_triple_dot(const double* w, const double* a, const double* c, int64_t m);

@@ -68,6 +68,8 @@ class ProbeState:
     labels: Any
     loss_fn: Any
     training: bool
+    derivs: list | None = None  # s^1 .. s^{L-1} (Dense probes)
+    grads: list | None = None  # g^1 .. g^L (Dense probes)
 
 
 @dataclass(frozen=True)
@@ -133,14 +135,39 @@ def forward(
     training: bool = False,
     loss: Any = None,
     seed: Any = None,
+    compiled: bool = True,
 ) -> ProbeState:
-    """One frozen forward pass over the probe plus g^L (eager; the model is left unchanged)."""
+    """One frozen forward pass over the probe plus g^L (and s, g for Dense probes).
+
+    The model is left unchanged. ``compiled=True`` runs the pass as a
+    ``tf.function`` (traced once per input shape, cached on the probe).
+    """
     model = chain.model
     x = _as_input(x)
     seed_t = _seed_tensor(seed)
+    n = _batch_size(x)
+    n_out = int(model.outputs[0].shape[-1])
+    loss_fn = resolve_loss(model, loss, np.asarray(y), _tail_is_probability(chain))
+    labels = check_labels(y, n, n_out, loss_fn.loss_name)
+    core = _core_function(chain, bool(training), seed_t is None, loss_fn, compiled)
     with _restored_state(model, training):
+        zs, as_, records, outputs, losses, g_last, derivs, grads = core(x, labels, seed_t)
+    return ProbeState(z=list(zs), a=list(as_), records=[list(r) for r in records], g_last=g_last,
+                      outputs=outputs, losses=losses, labels=labels, loss_fn=loss_fn,
+                      training=bool(training), derivs=derivs, grads=grads)
+
+
+def _batch_size(x: Any) -> int:
+    leaves = [t for t in tf.nest.flatten(x) if t is not None]
+    if not leaves or len(getattr(leaves[0], "shape", ())) == 0:
+        raise ValueError("x: expected a batch of inputs with a leading batch axis")
+    return int(leaves[0].shape[0])
+
+
+def _core_function(chain: ProbeChain, training: bool, unseeded: bool, loss_fn: Any,
+                   compiled: bool):
+    def core(x: Any, labels: Any, seed_t: Any):
         z0 = tf.convert_to_tensor(chain.features_of(x, training))
-        n = int(z0.shape[0])
         zs, as_, records = [z0], [], []
         h = z0
         for i, w in enumerate(chain.weights):
@@ -151,14 +178,21 @@ def forward(
                 h, rec = run_steps(chain.segments[i], a, training=training, seed=sub)
                 zs.append(h)
                 records.append(rec)
-    a_last = as_[-1]
-    n_out = int(a_last.shape[-1])
-    out_probe = _tail_is_probability(chain)
-    loss_fn = resolve_loss(model, loss, np.asarray(y), out_probe)
-    labels = check_labels(y, n, n_out, loss_fn.loss_name)
-    outputs, losses, g_last = loss_and_gradient(chain, a_last, labels, loss_fn)
-    return ProbeState(z=zs, a=as_, records=records, g_last=g_last, outputs=outputs,
-                      losses=losses, labels=labels, loss_fn=loss_fn, training=training)
+        outputs, losses, g_last = loss_and_gradient(chain, as_[-1], labels, loss_fn)
+        derivs = grads = None
+        if chain.closed_form_ok:
+            derivs = [elementwise_derivative(chain.segments[i], as_[i], records[i])
+                      for i in range(chain.n_layers - 1)]
+            grads = recursion(chain, derivs, g_last)
+        return zs, as_, records, outputs, losses, g_last, derivs, grads
+
+    if not compiled:
+        return core
+    cache = chain.__dict__.setdefault("_forward", {})
+    key = (training, unseeded, loss_fn.key)
+    if key not in cache:  # one traced function per mode and loss, closing over them
+        cache[key] = tf.function(core, reduce_retracing=True)
+    return cache[key]
 
 
 def loss_and_gradient(chain: ProbeChain, a_last: Any, labels: Any, loss_fn: Any):
@@ -199,6 +233,8 @@ def _as_input(x: Any) -> Any:
 
 def derivatives(chain: ProbeChain, state: ProbeState) -> list:
     """s^1 .. s^{L-1} (needs elementwise segments)."""
+    if state.derivs is not None:
+        return list(state.derivs)
     return [
         elementwise_derivative(chain.segments[i], state.a[i], state.records[i])
         for i in range(chain.n_layers - 1)
@@ -261,7 +297,8 @@ def capture(
 
 def capture_from_state(chain: ProbeChain, state: ProbeState) -> Capture:
     derivs = derivatives(chain, state)
-    grads = recursion(chain, derivs, state.g_last)
+    grads = list(state.grads) if state.grads is not None else recursion(chain, derivs,
+                                                                        state.g_last)
     return Capture(
         acts=[z.numpy() for z in state.z],
         derivs=[s.numpy() for s in derivs],

@@ -242,3 +242,16 @@ def test_same_callback_over_several_fits_and_unknown_epoch_length():
     hist = model.fit(ds, epochs=2, callbacks=[cb], verbose=0)
     np.testing.assert_allclose(cb.step_values, expected * 2, rtol=1e-9)
     np.testing.assert_allclose(hist.history["beta_eff"], [np.mean(expected)] * 2, rtol=1e-9)
+
+
+def test_model_with_its_own_train_step_is_refused():
+    class Custom(keras.Model):
+        def train_step(self, data):
+            return super().train_step(data)
+
+    base = probe_model()
+    model = Custom(base.input, base.output)
+    _compiled(model)
+    x, y = data(n=8)
+    with pytest.raises(ValueError, match="overrides train_step"):
+        model.fit(x, y, epochs=1, callbacks=[BetaEff()], verbose=0)

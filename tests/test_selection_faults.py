@@ -106,6 +106,7 @@ def _comparable(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if k not in ("timing",)}
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_candidate_run_finishes(tmp_path, tiny_data):
     import cloudpickle
 
@@ -134,6 +135,7 @@ def test_worker_killed_mid_candidate_run_finishes(tmp_path, tiny_data):
     by = {c.name: c for c in report.candidates}
     assert set(by) == set(cands)
     victim = by["victim"]
+    print(f"victim: ok={victim.ok} error={victim.error!r}")
     if victim.ok:  # retried on a fresh worker: then it must be complete
         assert len(victim.record["beta"]) == TRUTH
     else:

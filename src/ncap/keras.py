@@ -34,12 +34,18 @@ class BetaEff(keras.callbacks.Callback):
     batch statistics and the step's dropout masks held constant) and computes
     beta_eff in-graph (SPEC section 3, float64). The original step is restored
     when training ends. It works under ``tf.function`` (the default),
-    ``run_eagerly=True``, ``steps_per_execution > 1`` (every step is kept, in a
-    buffer read after each execution) and ``tf.distribute`` strategies, where
-    the replicas' statistics are summed so that the value is beta of the
-    global batch. Values are read once per epoch, so Keras' asynchronous
-    batch-end dispatch stays on (the progress bar shows ``beta_eff`` at the end
-    of each epoch, not during it).
+    ``run_eagerly=True``, ``steps_per_execution > 1`` (every step is kept in an
+    in-graph buffer) and ``tf.distribute`` strategies, where the replicas'
+    per-sample arrays are gathered so that the value is beta of the global
+    batch (each replica's BatchNorm uses its own batch statistics, as in the
+    training step itself). The buffer is read once per epoch, so Keras'
+    asynchronous batch-end dispatch stays on (the progress bar shows
+    ``beta_eff`` at the end of each epoch, not during it). With sample
+    weights, g^L is the gradient of the weighted loss the optimizer sees.
+
+    Keras 3.15 / TF 2.21 cannot ``fit`` a MirroredStrategy model with
+    ``steps_per_execution > 1`` at all (keras-team/keras#19246), with or
+    without this callback.
 
     Args:
         every: record one step in ``every`` (steps 0, every, 2*every, ... of the run).
@@ -95,6 +101,14 @@ class BetaEff(keras.callbacks.Callback):
                 "call ncap.beff(model, x, y, method='autodiff') between epochs"
             )
         check_batch_mean_loss(model)
+        from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+        if type(model).train_step is not TensorFlowTrainer.train_step:
+            raise ValueError(
+                f"model: {type(model).__name__} overrides train_step; BetaEff runs Keras' own "
+                "training step with the capture added and would replace yours. Record beta with "
+                "ncap.beff(model, x, y, training=True) instead"
+            )
         reuse = self._traced is not None and self._traced[0] == self._compile_key(model)
         if not reuse:
             self._step_fn = make_train_step(model, chain, self._record)

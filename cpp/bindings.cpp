@@ -98,7 +98,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("degrees", &degrees, py::arg("acts"), py::arg("derivs"), py::arg("grads"), py::arg("threads") = 0,
         "Per-layer (delta_in, delta_out) in Keras layout (SPEC section 2).");
   m.def("available_threads", &ncap::available_threads, "Threads the kernel uses when threads=0.");
-  m.def("workspace_bytes", &ncap::workspace_bytes, py::arg("widths"), py::arg("batch"));
+  m.def("workspace_bytes", &ncap::workspace_bytes, py::arg("widths"), py::arg("batch"), py::arg("for_degrees") = false,
+        "Working memory (bytes) beta_eff or degrees needs for these widths and batch size.");
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <new>
@@ -111,7 +112,6 @@ void load_row(Loaded& a, int64_t b) {
 // Column-major copy (n x B) of a loaded row-major array, in cache-sized tiles.
 void transpose_into(const Loaded& a, int64_t batch, Buffer& cols) {
   const int64_t n = a.view->cols;
-  cols.resize(static_cast<size_t>(batch * n));
   constexpr int64_t kTile = 16;
   for (int64_t b0 = 0; b0 < batch; b0 += kTile) {
     const int64_t b1 = std::min(b0 + kTile, batch);
@@ -182,6 +182,7 @@ void load(const Trace& t, bool everything_full, Transposed transposed, int threa
     if (transposed != Transposed::None) full.push_back(&w.s[l]);
   for (int l = 2; l <= L; ++l)
     if (transposed == Transposed::SandG && w.g[l].full) full.push_back(&w.g[l]);
+  for (Loaded* a : full) a->cols.resize(static_cast<size_t>(B * a->view->cols));  // outside the team
   parallel_for(static_cast<int64_t>(full.size()), team, [&](int64_t k) { transpose_into(*full[k], B, full[k]->cols); });
 }
 
@@ -206,19 +207,53 @@ void check_width(const MatrixView& v, const std::string& name, int64_t expected,
   }
 }
 
+std::string gib(double bytes) {
+  std::ostringstream os;
+  os.precision(3);
+  os << bytes / (1024.0 * 1024.0 * 1024.0) << " GiB";
+  return os.str();
+}
+
+// Memory the system can give without swapping (MemAvailable), or +inf when unknown.
+double available_memory_bytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  double kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024.0;
+  return std::numeric_limits<double>::infinity();
+}
+
+WorkspaceError out_of_memory(double needed, int64_t batch, const std::string& why) {
+  return WorkspaceError("ncap needs about " + gib(needed) +
+                        " of working memory for this batch (B = " + std::to_string(batch) + "); " + why +
+                        "; split the batch into smaller ones");
+}
+
+// Runs a computation, turning a failed allocation into a WorkspaceError that
+// states the memory needed. No allocation happens inside a parallel region,
+// where an exception could not be caught.
+template <typename Fn>
+auto guard_memory(const Trace& t, bool for_degrees, Fn&& fn) {
+  const std::vector<int64_t> widths = check_trace(t, for_degrees ? 2 : 4);
+  const int64_t batch = t.acts[0].rows;
+  const double needed = workspace_bytes(widths, batch, for_degrees);
+  const double available = available_memory_bytes();
+  if (needed > available) throw out_of_memory(needed, batch, "only " + gib(available) + " is available");
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    throw out_of_memory(needed, batch, "the allocation failed");
+  } catch (const std::length_error&) {
+    throw out_of_memory(needed, batch, "the allocation failed");
+  }
+}
+
 Workspace make_workspace(const Trace& t, bool full, Transposed transposed, int threads) {
   Workspace w;
   w.widths = check_trace(t, 2);
-  const int64_t bytes = workspace_bytes(w.widths, t.acts[0].rows) * (full ? 2 : 1);
-  try {
-    load(t, full, transposed, threads, w);
-  } catch (const std::bad_alloc&) {
-    std::ostringstream os;
-    os << "could not allocate the " << bytes / (1024.0 * 1024.0 * 1024.0)
-       << " GiB of working memory ncap needs for this batch (B = " << t.acts[0].rows
-       << "); split the batch";
-    throw WorkspaceError(os.str());
-  }
+  load(t, full, transposed, threads, w);
   return w;
 }
 
@@ -262,15 +297,27 @@ std::vector<int64_t> check_trace(const Trace& t, int min_layers) {
   return widths;
 }
 
-int64_t workspace_bytes(const std::vector<int64_t>& widths, int64_t batch) {
-  int64_t units = 0;
-  for (int64_t n : widths) units += n;
-  // Two float64 layouts of s, g and z per unit, plus per-sample sums.
-  return 3 * 2 * 8 * batch * units;
+double workspace_bytes(const std::vector<int64_t>& widths, int64_t batch, bool for_degrees) {
+  // In double: the count must stay right (and positive) for absurd shapes.
+  const int L = static_cast<int>(widths.size()) - 1;
+  auto n = [&](int l) { return static_cast<double>(widths[l]); };
+  double per_sample = 0;  // float64 values held per sample
+  if (for_degrees) {
+    for (int l = 0; l <= L - 2; ++l) per_sample += 2 * n(l);      // z: rows + columns
+    for (int l = 1; l <= L - 1; ++l) per_sample += 2 * n(l);      // s: rows + columns
+    for (int l = 2; l <= L; ++l) per_sample += n(l);              // g: rows
+    for (int l = 1; l <= L; ++l) per_sample += 2 * n(l);          // degree weights
+  } else {
+    for (int l = 1; l <= L - 2; ++l) per_sample += n(l);          // z (z^0 is only summed)
+    for (int l = 1; l <= L - 1; ++l) per_sample += 2 * n(l);      // s: rows + columns
+    for (int l = 2; l <= L - 1; ++l) per_sample += 2 * n(l);      // g (g^L is only summed)
+  }
+  per_sample += 4.0 * 3 * L;  // per-row sums, |sums| and flags of every array
+  return 8.0 * static_cast<double>(batch) * per_sample;
 }
 
-BetaTerms beta_eff(const Trace& t, Reduction reduction, int threads) {
-  check_trace(t, 4);
+namespace {
+BetaTerms beta_eff_unguarded(const Trace& t, Reduction reduction, int threads) {
   Workspace w = make_workspace(t, false, reduction == Reduction::Batch ? Transposed::SandG : Transposed::None, threads);
   const int L = w.n_layers;
   const int64_t B = w.batch;
@@ -357,6 +404,11 @@ BetaTerms beta_eff(const Trace& t, Reduction reduction, int threads) {
   }
   return finish(sums, reduction, gram_sums);
 }
+}  // namespace
+
+BetaTerms beta_eff(const Trace& t, Reduction reduction, int threads) {
+  return guard_memory(t, false, [&] { return beta_eff_unguarded(t, reduction, threads); });
+}
 
 BetaTerms finish(const RowSums& r, Reduction reduction, const std::vector<double>& gram_sums) {
   const int L = static_cast<int>(r.widths.size()) - 1;
@@ -426,8 +478,9 @@ BetaTerms finish(const RowSums& r, Reduction reduction, const std::vector<double
   return out;
 }
 
-void degrees(const Trace& t, const std::vector<double*>& delta_in,
-             const std::vector<double*>& delta_out, int threads) {
+namespace {
+void degrees_unguarded(const Trace& t, const std::vector<double*>& delta_in,
+                       const std::vector<double*>& delta_out, int threads) {
   Workspace w = make_workspace(t, true, Transposed::ZandS, threads);
   const int L = w.n_layers;
   const int64_t B = w.batch;
@@ -472,6 +525,25 @@ void degrees(const Trace& t, const std::vector<double*>& delta_in,
     kernels::sparse_times_dense(&job.x->cols[j * B], tasks[t].last - j, B, B, job.weights.data(), job.n_out,
                                 job.n_out, job.out + j * job.n_out, job.n_out);
   });
+  check_degrees_finite(w.widths, delta_in, delta_out);
+}
+}  // namespace
+
+void check_degrees_finite(const std::vector<int64_t>& widths, const std::vector<double*>& delta_in,
+                          const std::vector<double*>& delta_out) {
+  // Inputs were checked to be finite: anything else here is overflow.
+  for (size_t l = 1; l < widths.size(); ++l) {
+    const int64_t size = widths[l] * widths[l - 1];
+    for (const double* out : {delta_in[l - 1], delta_out[l - 1]})
+      for (int64_t k = 0; k < size; ++k)
+        if (!std::isfinite(out[k]))
+          throw ArgumentError("acts/derivs/grads", "values too large: the degrees overflow float64; rescale the inputs");
+  }
+}
+
+void degrees(const Trace& t, const std::vector<double*>& delta_in,
+             const std::vector<double*>& delta_out, int threads) {
+  guard_memory(t, true, [&] { degrees_unguarded(t, delta_in, delta_out, threads); });
 }
 
 }  // namespace ncap

@@ -281,6 +281,7 @@ void degrees(const Trace& t, const std::vector<double*>& delta_in, const std::ve
       std::fill(delta_out[l - 1], delta_out[l - 1] + size, 0.0);
     }
   }
+  check_degrees_finite(w.widths, delta_in, delta_out);
 }
 
 }  // namespace ncap::cuda

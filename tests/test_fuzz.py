@@ -269,8 +269,8 @@ def reference_terms(z: list, s: list, g: list, sample: bool) -> dict:
             else:
                 A = np.einsum("bi,ci->bc", ss[l], gg[l])
                 C = np.einsum("bj,cj->bc", zz[l - 1], ss[l - 1])
-                out["num" + suffix][l - 1] = np.einsum("b,c,bc,bc->", S[l + 1], Z[l - 2], A, C) / LD(
-                    batch * batch)
+                total = np.einsum("b,c,bc,bc->", S[l + 1], Z[l - 2], A, C)
+                out["num" + suffix][l - 1] = total / LD(batch * batch)
     return out
 
 
@@ -287,7 +287,8 @@ def _assert_close(name: str, got, want, bound, atol) -> None:
     err = np.abs(got - want)
     bad = err > tol
     assert not bad.any(), (
-        f"{name}: ncap {got[bad] if got.ndim else got} vs reference {want[bad] if want.ndim else want}"
+        f"{name}: ncap {got[bad] if got.ndim else got} "
+        f"vs reference {want[bad] if want.ndim else want}"
         f" (|err| {err[bad] if err.ndim else err} > tol {tol[bad] if tol.ndim else tol})"
     )
 
@@ -606,6 +607,24 @@ def test_fuzz_wrong_structures(case: Case, mutation: str, which: str, index: int
         check_degrees_result(result, mutated)
 
 
+# ------------------------------------------------- fixed cases found by fuzzing
+
+
+def test_degrees_overflow_is_refused_not_inf():
+    """Found by the long fuzz run: finite inputs whose degrees overflow float64.
+
+    delta_in of layer 1 is z^0 s^1 S^2 = 1 * 1e300 * 1e300; ncap.beff refuses the same
+    inputs with "values too large", ncap.degrees must not hand back inf.
+    """
+    one, huge = np.array([[1.0]]), np.array([[1e300]])
+    try:
+        pairs = ncap.degrees([one, one], [huge], [one, huge])
+    except ValueError as err:
+        assert "too large" in str(err)
+        return
+    assert all(np.isfinite(d).all() for pair in pairs for d in pair), pairs
+
+
 # ----------------------------------------------------------- other arguments
 
 
@@ -619,7 +638,8 @@ def test_fuzz_bad_keyword_values(reduction: Any, threads: Any) -> None:
     acts = [rng.normal(size=(3, n)) for n in (4, 5, 3, 2)]
     derivs = [rng.normal(size=(3, n)) for n in (5, 3, 2)]
     grads = [rng.normal(size=(3, n)) for n in (5, 3, 2, 2)]
-    for kwargs, name in (({"reduction": reduction}, "reduction"), ({"threads": threads}, "threads")):
+    for kwargs, name in (({"reduction": reduction}, "reduction"),
+                         ({"threads": threads}, "threads")):
         if kwargs.get("reduction") in ("batch", "sample"):
             continue
         with pytest.raises((ValueError, TypeError)) as info:

@@ -28,7 +28,6 @@ import pytest
 import ncap
 from ncap.reference import beff_numpy
 
-GiB = 2**30
 BIG_STRIDE = 2**31 + 7  # elements: b * stride overflows int32 (and uint32 for b >= 2)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -145,7 +144,8 @@ def test_batch_times_width_beyond_2_32_both_wide_ends(reduction):
 
 # ------------------------------------------------------------------ refusals
 
-_SIZE = re.compile(r"(-?[0-9][0-9.]*(?:e[+-]?[0-9]+)?)\s*(B|bytes|KiB|MiB|GiB|TiB|PiB|EiB|KB|MB|GB|TB)\b")
+_SIZE = re.compile(
+    r"(-?[0-9][0-9.]*(?:e[+-]?[0-9]+)?)\s*(B|bytes|KiB|MiB|GiB|TiB|PiB|EiB|KB|MB|GB|TB)\b")
 _UNIT = {"B": 1, "bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50,
          "EiB": 2**60, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
 

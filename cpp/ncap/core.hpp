@@ -94,7 +94,14 @@ BetaTerms finish(const RowSums& sums, Reduction reduction, const std::vector<dou
 void degrees(const Trace& trace, const std::vector<double*>& delta_in,
              const std::vector<double*>& delta_out, int threads);
 
-// Bytes of working memory beta_eff / degrees will allocate for this trace.
-int64_t workspace_bytes(const std::vector<int64_t>& widths, int64_t batch);
+// Throws ArgumentError if a degree overflowed float64 (inputs are finite by then).
+void check_degrees_finite(const std::vector<int64_t>& widths, const std::vector<double*>& delta_in,
+                          const std::vector<double*>& delta_out);
+
+// An upper bound on the bytes of working memory beta_eff / degrees allocate for
+// this trace (a double, so that absurd shapes give a right, positive number).
+// Both refuse with WorkspaceError, before allocating, when it exceeds the
+// memory the system has available.
+double workspace_bytes(const std::vector<int64_t>& widths, int64_t batch, bool for_degrees);
 
 }  // namespace ncap

@@ -11,7 +11,8 @@
 # halt_on_error=1; the log is also searched for reports as a second guard).
 #
 # Environment:
-#   PYTHON              interpreter (default: /tmp/venv/bin/python, else python3)
+#   PYTHON              interpreter with numpy, pytest, hypothesis and pybind11
+#                       (default: python3)
 #   NCAP_ASAN_BUILD     build directory (default: build/asan)
 #   NCAP_SANITIZE_TESTS test files (default: tests/test_core_*.py tests/test_fuzz.py
 #                       tests/test_threads.py tests/test_large.py, those that exist).
@@ -25,10 +26,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-PYTHON="${PYTHON:-}"
-if [[ -z "$PYTHON" ]]; then
-  if [[ -x /tmp/venv/bin/python ]]; then PYTHON=/tmp/venv/bin/python; else PYTHON=python3; fi
-fi
+PYTHON="${PYTHON:-python3}"
 BUILD="${NCAP_ASAN_BUILD:-build/asan}"
 CXX="${CXX:-g++}"
 CC="${CC:-gcc}"

@@ -323,15 +323,7 @@ BetaTerms beta_eff_unguarded(const Trace& t, Reduction reduction, int threads) {
   const int64_t B = w.batch;
   const bool per_sample = reduction == Reduction::Sample;
 
-  RowSums sums;
-  sums.batch = B;
-  sums.widths = w.widths;
-  sums.z_sum.resize(L - 1);
-  sums.z_abs.resize(L - 1);
-  sums.s_sum.resize(L);
-  sums.s_abs.resize(L);
-  sums.g_sum.resize(L + 1);
-  sums.g_abs.resize(L + 1);
+  RowSums sums(w.widths, B);
   for (int l = 0; l <= L - 2; ++l) { sums.z_sum[l] = w.z[l].sum; sums.z_abs[l] = w.z[l].abs_sum; }
   for (int l = 1; l <= L - 1; ++l) { sums.s_sum[l] = w.s[l].sum; sums.s_abs[l] = w.s[l].abs_sum; }
   for (int l = 2; l <= L; ++l) { sums.g_sum[l] = w.g[l].sum; sums.g_abs[l] = w.g[l].abs_sum; }

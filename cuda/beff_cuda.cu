@@ -205,15 +205,7 @@ BetaTerms beta_eff(const Trace& t, Reduction reduction, int device) {
   const int L = w.L;
   const int64_t B = w.batch;
 
-  RowSums sums;
-  sums.batch = B;
-  sums.widths = w.widths;
-  sums.z_sum.resize(L - 1);
-  sums.z_abs.resize(L - 1);
-  sums.s_sum.resize(L);
-  sums.s_abs.resize(L);
-  sums.g_sum.resize(L + 1);
-  sums.g_abs.resize(L + 1);
+  RowSums sums(w.widths, B);
   auto fetch = [](const DeviceArray& a, std::vector<double>& sum, std::vector<double>& abs_sum) {
     sum = a.sum.to_host();
     abs_sum = a.abs_sum.to_host();

@@ -29,7 +29,9 @@ import ncap
 from ncap.reference import beff_numpy
 
 BIG_STRIDE = 2**31 + 7  # elements: b * stride overflows int32 (and uint32 for b >= 2)
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+# Where the ncap under test was imported from (src/ in a checkout, site-packages
+# when installed): subprocesses must import the same one.
+SRC = str(Path(ncap.__file__).resolve().parents[1])
 
 
 def _shape_trace(batch: int, widths: list[int]):

@@ -28,12 +28,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ncap
+
 pytest.importorskip("tensorflow")
 pytest.importorskip("distributed")
 
 EPOCHS, TRUTH, K = 4, 5, 3
 PROBE = (16, 16, 16)
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+# Where the ncap under test was imported from (src/ in a checkout, site-packages
+# when installed): subprocesses must import the same one.
+SRC = str(Path(ncap.__file__).resolve().parents[1])
 
 
 # --- candidates (module level; sent to Dask workers by value) -----------------

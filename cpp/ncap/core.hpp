@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ncap {
@@ -78,6 +79,16 @@ BetaTerms beta_eff(const Trace& trace, Reduction reduction, int threads);
 // entries empty). For Reduction::Sample also zs[l][b] = z^{l-1}_b . s^{l-1}_b
 // and sg[l][b] = s^l_b . g^l_b for l = 2..L-1.
 struct RowSums {
+  RowSums(std::vector<int64_t> widths_, int64_t batch_)
+      : batch(batch_), widths(std::move(widths_)) {
+    const size_t L = widths.size() - 1;
+    z_sum.resize(L - 1);
+    z_abs.resize(L - 1);
+    s_sum.resize(L);
+    s_abs.resize(L);
+    g_sum.resize(L + 1);
+    g_abs.resize(L + 1);
+  }
   int64_t batch = 0;
   std::vector<int64_t> widths;
   std::vector<std::vector<double>> z_sum, z_abs, s_sum, s_abs, g_sum, g_abs;

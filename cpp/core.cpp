@@ -239,8 +239,12 @@ auto guard_memory(const Trace& t, bool for_degrees, Fn&& fn) {
   const std::vector<int64_t> widths = check_trace(t, for_degrees ? 2 : 4);
   const int64_t batch = t.acts[0].rows;
   const double needed = workspace_bytes(widths, batch, for_degrees);
-  const double available = available_memory_bytes();
-  if (needed > available) throw out_of_memory(needed, batch, "only " + gib(available) + " is available");
+  // Reading /proc/meminfo costs more than a small call: ask only for big work.
+  constexpr double kCheckAbove = 256.0 * 1024 * 1024;
+  if (needed > kCheckAbove) {
+    const double available = available_memory_bytes();
+    if (needed > available) throw out_of_memory(needed, batch, "only " + gib(available) + " is available");
+  }
   try {
     return fn();
   } catch (const std::bad_alloc&) {

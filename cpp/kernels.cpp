@@ -121,16 +121,6 @@ void load_row(const double* src, int64_t stride, int64_t n, double* dst, double*
 }
 
 NCAP_MULTIVERSION
-double lane_sum(const double* __restrict x, int64_t n) {
-  double acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += x[i + k];
-  for (int k = 0; i < n; ++i, ++k) acc[k] += x[i];
-  return fold(acc);
-}
-
-NCAP_MULTIVERSION
 void sparse_times_dense(const double* __restrict x, int64_t rows, int64_t n, int64_t ldx,
                         const double* __restrict y, int64_t m, int64_t ldy, double* __restrict out,
                         int64_t ldo) {

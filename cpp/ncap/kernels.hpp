@@ -19,9 +19,6 @@ namespace ncap::kernels {
 void load_row(const float* src, int64_t stride, int64_t n, double* dst, double* sums);
 void load_row(const double* src, int64_t stride, int64_t n, double* dst, double* sums);
 
-// Sum of a contiguous run with 8 fixed lanes (deterministic, vectorisable).
-double lane_sum(const double* x, int64_t n);
-
 // out[r, :] = sum_i x[r, i] * y[i, :] for r < rows (x: rows x n, y: n x m,
 // row-major with leading dimensions ldx, ldy, ldo). Skips x[r, i] == 0 (ReLU
 // sparsity). Every output sums over i in increasing order.

@@ -85,6 +85,8 @@ def _checked_float_2d(arr: np.ndarray, name: str) -> np.ndarray:
 
 def as_layer_list(seq: Any, name: str) -> list[Any]:
     """Check that ``seq`` is a list/tuple of per-layer arrays (not one stacked array)."""
+    if type(seq) is list or type(seq) is tuple:
+        return list(seq)
     if isinstance(seq, np.ndarray) or hasattr(seq, "__dlpack__") or not isinstance(seq, Sequence):
         raise TypeError(
             f"{name}: expected a list of 2-D arrays, one per layer, got {type(seq).__name__}"

@@ -62,32 +62,24 @@ def beff_arrays(
 
 
 def _assemble(raw: dict, reduction: str, device: str) -> BetaResult:
+    # The bindings already return floats (batch) or float64 arrays (sample).
     widths = raw["widths"]  # n_0 .. n_L
+    numerators, denominators = raw["layer_numerator"], raw["layer_denominator"]
     per_layer = tuple(
-        LayerTerms(
-            layer=i + 1,
-            fan_in=int(widths[i]),
-            fan_out=int(widths[i + 1]),
-            numerator=_scalar_or_array(raw["layer_numerator"][i], reduction),
-            denominator=_scalar_or_array(raw["layer_denominator"][i], reduction),
-        )
+        LayerTerms(i + 1, widths[i], widths[i + 1], numerators[i], denominators[i])
         for i in range(len(widths) - 1)
     )
     return BetaResult(
-        value=_scalar_or_array(raw["value"], reduction),
-        numerator=_scalar_or_array(raw["numerator"], reduction),
-        denominator=_scalar_or_array(raw["denominator"], reduction),
-        scale=_scalar_or_array(raw["scale"], reduction),
-        degenerate=bool(raw["degenerate"]) if reduction == "batch" else np.asarray(raw["degenerate"], dtype=bool),
+        value=raw["value"],
+        numerator=raw["numerator"],
+        denominator=raw["denominator"],
+        scale=raw["scale"],
+        degenerate=raw["degenerate"],
         per_layer=per_layer,
         reduction=reduction,
-        batch_size=int(raw["batch_size"]),
+        batch_size=raw["batch_size"],
         device=device,
     )
-
-
-def _scalar_or_array(x: Any, reduction: str):
-    return float(x) if reduction == "batch" else np.asarray(x, dtype=np.float64)
 
 
 def degrees_arrays(

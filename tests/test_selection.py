@@ -17,6 +17,7 @@ from ncap.example import target_dataset
 from ncap.finetune import TrainSettings, data_fingerprint
 from ncap.report import CandidateResult, SelectionReport
 from ncap.scoring import METHODS, score_record
+from tiny_backbones import tiny_cnn, tiny_mlp
 
 EPOCHS, TRUTH, K = 4, 5, 3
 PROBE = (16, 16, 16)
@@ -24,22 +25,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 # --- tiny candidates (module-level: Dask pickles them by value, see the Dask test) ---
-
-def tiny_cnn():
-    import keras
-
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
-    return keras.Model(inp, keras.layers.Flatten()(h))
-
-
-def tiny_mlp():
-    import keras
-
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Dense(12, activation="tanh")(keras.layers.Flatten()(inp))
-    return keras.Model(inp, h)
-
 
 def broken():
     raise RuntimeError("broken backbone on purpose")
@@ -204,6 +189,7 @@ def test_dask_two_workers_with_a_killed_worker(tmp_path, tiny_data):
 
     # Workers cannot import this test module: send the candidates by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cloudpickle.register_pickle_by_value(sys.modules["tiny_backbones"])
     out = tmp_path / "dask"
     report = _select({"cnn": tiny_cnn, "killer": kills_its_process},
                      tiny_data, out, workers=2, threads=1, plots=False)

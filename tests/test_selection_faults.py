@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import ncap
+from tiny_backbones import tiny_cnn, tiny_mlp
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("distributed")
@@ -41,22 +42,6 @@ SRC = str(Path(ncap.__file__).resolve().parents[1])
 
 
 # --- candidates (module level; sent to Dask workers by value) -----------------
-
-def small_cnn():
-    import keras
-
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
-    return keras.Model(inp, keras.layers.Flatten()(h))
-
-
-def small_mlp():
-    import keras
-
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Dense(12, activation="tanh")(keras.layers.Flatten()(inp))
-    return keras.Model(inp, h)
-
 
 def marked_cnn(marker_dir: str):
     """A CNN whose first training-mode call leaves ``fit-PID`` in ``marker_dir``.
@@ -118,12 +103,13 @@ def test_worker_killed_mid_candidate_run_finishes(tmp_path, tiny_data):
 
     # Workers cannot import this test module: send the candidates by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cloudpickle.register_pickle_by_value(sys.modules["tiny_backbones"])
     markers = tmp_path / "markers"
     markers.mkdir()
     cands = {
-        "cnn": small_cnn,
+        "cnn": tiny_cnn,
         "victim": functools.partial(marked_cnn, str(markers)),
-        "mlp": small_mlp,
+        "mlp": tiny_mlp,
     }
     killed: list = []
     killer = threading.Thread(target=_kill_when_marked, args=(markers, 0.5, 240, killed),
@@ -156,7 +142,7 @@ def test_worker_killed_mid_candidate_run_finishes(tmp_path, tiny_data):
         assert _comparable(stored) == _comparable(c.record)
     assert json.loads((out / "report.json").read_text())["ranking"]
     # Intact means the same numbers as a run nobody disturbed (same workers, same threads).
-    calm = ncap.select({"cnn": small_cnn, "mlp": small_mlp}, tiny_data, epochs=EPOCHS,
+    calm = ncap.select({"cnn": tiny_cnn, "mlp": tiny_mlp}, tiny_data, epochs=EPOCHS,
                        truth_epochs=TRUTH, k=K, batch_size=16, hidden=PROBE, out=None,
                        workers=2, threads=1, progress=False, plots=False)
     for c in calm.candidates:
@@ -173,35 +159,11 @@ _DRIVER = textwrap.dedent(
 
     import ncap
     from ncap.example import target_dataset
-
-
-    def small_cnn():
-        import keras
-
-        inp = keras.Input((8, 8, 1))
-        h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
-        return keras.Model(inp, keras.layers.Flatten()(h))
-
-
-    def small_mlp():
-        import keras
-
-        inp = keras.Input((8, 8, 1))
-        h = keras.layers.Dense(12, activation="tanh")(keras.layers.Flatten()(inp))
-        return keras.Model(inp, h)
-
-
-    def wide_mlp():
-        import keras
-
-        inp = keras.Input((8, 8, 1))
-        h = keras.layers.Dense(24, activation="relu")(keras.layers.Flatten()(inp))
-        return keras.Model(inp, h)
-
+    from tiny_backbones import tiny_cnn, tiny_mlp, wide_mlp
 
     out, resume = sys.argv[1], sys.argv[2] == "resume"
     data = target_dataset(n_train_per_class=12, n_val_per_class=8)
-    ncap.select({"cnn": small_cnn, "mlp": small_mlp, "wide": wide_mlp}, data,
+    ncap.select({"cnn": tiny_cnn, "mlp": tiny_mlp, "wide": wide_mlp}, data,
                 epochs=4, truth_epochs=5, k=3, batch_size=16, hidden=(16, 16, 16),
                 out=out, resume=resume, workers=1, threads=1, progress=False, plots=False)
     """
@@ -211,7 +173,8 @@ _DRIVER = textwrap.dedent(
 def _driver(tmp_path: Path) -> tuple[Path, dict]:
     script = tmp_path / "driver.py"
     script.write_text(_DRIVER)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
+    tests = str(Path(__file__).resolve().parent)  # for tiny_backbones
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, tests, os.environ.get("PYTHONPATH", "")]),
                TF_CPP_MIN_LOG_LEVEL="2")
     return script, env
 

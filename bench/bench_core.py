@@ -25,9 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
+from ncap.reference import beff_numpy
 
 import ncap
-from ncap.reference import beff_numpy
 
 REFERENCE = (2048, 256, 128, 64, 10)
 REFERENCE_BATCH = 64
@@ -68,8 +68,11 @@ def probe_trace(widths, batch, seed=0, dtype=np.float32, rate=0.4):
     for l in range(n_layers - 1, 0, -1):
         g[l] = s[l] * (g[l + 1] @ W[l + 1])
     cast = lambda x: np.ascontiguousarray(x, dtype=dtype)  # noqa: E731
-    return ([cast(x) for x in z], [cast(x) for x in s[1:]],
-            [cast(g[l]) for l in range(1, n_layers + 1)])
+    return (
+        [cast(x) for x in z],
+        [cast(x) for x in s[1:]],
+        [cast(g[l]) for l in range(1, n_layers + 1)],
+    )
 
 
 def _tf():
@@ -98,7 +101,9 @@ def make_tf_beff():
             N = tf.reduce_sum(s[l], axis=1)
             S = tf.reduce_sum(g[l + 1], axis=1)
             den_b += Z[l - 1] * N * S
-            scale_b += absZ[l - 1] * tf.reduce_sum(tf.abs(s[l]), 1) * tf.reduce_sum(tf.abs(g[l + 1]), 1)
+            scale_b += (
+                absZ[l - 1] * tf.reduce_sum(tf.abs(s[l]), 1) * tf.reduce_sum(tf.abs(g[l + 1]), 1)
+            )
         num = tf.constant(0.0, f64)
         for l in range(2, n_layers):
             A = tf.matmul(s[l], g[l], transpose_b=True)
@@ -108,7 +113,11 @@ def make_tf_beff():
         den = tf.reduce_mean(den_b)
         scale = tf.reduce_mean(scale_b)
         degenerate = tf.abs(den) <= 1e-10 * scale
-        value = tf.where(degenerate, tf.constant(0.0, f64), num / tf.where(degenerate, tf.constant(1.0, f64), den))
+        value = tf.where(
+            degenerate,
+            tf.constant(0.0, f64),
+            num / tf.where(degenerate, tf.constant(1.0, f64), den),
+        )
         return value, num, den
 
     return beff_tf
@@ -158,8 +167,13 @@ def test_bench_batch(benchmark, config, impl):
     run = _runner(impl, _trace(widths, batch))
     run()  # warm up (tf.function traces here)
     benchmark.group = name
-    benchmark.extra_info.update(impl=impl, widths="-".join(map(str, widths)), batch=batch,
-                                reduction="batch", dtype="float32")
+    benchmark.extra_info.update(
+        impl=impl,
+        widths="-".join(map(str, widths)),
+        batch=batch,
+        reduction="batch",
+        dtype="float32",
+    )
     benchmark(run)
 
 
@@ -172,9 +186,15 @@ def test_bench_sample(benchmark, impl):
     else:
         threads = 1 if impl == "kernel_1thread" else 0
         run = lambda: ncap.beff(acts, derivs, grads, reduction="sample", threads=threads).value  # noqa: E731
-    np.testing.assert_allclose(run(), ncap.beff(acts, derivs, grads, reduction="sample").value,
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        run(), ncap.beff(acts, derivs, grads, reduction="sample").value, rtol=1e-9
+    )
     benchmark.group = "ref sample"
-    benchmark.extra_info.update(impl=impl, widths="-".join(map(str, REFERENCE)),
-                                batch=REFERENCE_BATCH, reduction="sample", dtype="float32")
+    benchmark.extra_info.update(
+        impl=impl,
+        widths="-".join(map(str, REFERENCE)),
+        batch=REFERENCE_BATCH,
+        reduction="sample",
+        dtype="float32",
+    )
     benchmark(run)

@@ -83,35 +83,49 @@ def fit_setup():
 def test_fit_epoch_without_callback(benchmark, fit_setup):
     x, y, plain, _, _ = fit_setup
     benchmark.group = "a: fit one epoch (digits, conv backbone + probe)"
-    benchmark.pedantic(lambda: plain.fit(x, y, batch_size=64, epochs=1, verbose=0),
-                       rounds=7, warmup_rounds=1)
+    benchmark.pedantic(
+        lambda: plain.fit(x, y, batch_size=64, epochs=1, verbose=0), rounds=7, warmup_rounds=1
+    )
 
 
 def test_fit_epoch_with_callback(benchmark, fit_setup):
     x, y, _, recorded, cb = fit_setup
     benchmark.group = "a: fit one epoch (digits, conv backbone + probe)"
-    benchmark.pedantic(lambda: recorded.fit(x, y, batch_size=64, epochs=1, verbose=0,
-                                            callbacks=[cb]),
-                       rounds=7, warmup_rounds=1)
+    benchmark.pedantic(
+        lambda: recorded.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[cb]),
+        rounds=7,
+        warmup_rounds=1,
+    )
     assert len(cb.step_values) == 29 and np.all(np.isfinite(cb.step_values))
 
 
 def test_fit_overhead_ratio(benchmark, fit_setup):
     x, y, plain, recorded, cb = fit_setup
-    med, times = _interleaved({
-        "plain": lambda: plain.fit(x, y, batch_size=64, epochs=1, verbose=0),
-        "callback": lambda: recorded.fit(x, y, batch_size=64, epochs=1, verbose=0,
-                                         callbacks=[cb]),
-    }, rounds=21)
+    med, times = _interleaved(
+        {
+            "plain": lambda: plain.fit(x, y, batch_size=64, epochs=1, verbose=0),
+            "callback": lambda: recorded.fit(
+                x, y, batch_size=64, epochs=1, verbose=0, callbacks=[cb]
+            ),
+        },
+        rounds=21,
+    )
     low = {k: min(v) for k, v in times.items()}
     ratio, ratio_min = med["callback"] / med["plain"], low["callback"] / low["plain"]
     benchmark.group = "a: ratio"
-    benchmark.extra_info.update(plain_median_s=med["plain"], callback_median_s=med["callback"],
-                                ratio_median=ratio, plain_min_s=low["plain"],
-                                callback_min_s=low["callback"], ratio_min=ratio_min)
-    print(f"\nfit epoch (median of 21): plain {med['plain']:.4f} s, with BetaEff "
-          f"{med['callback']:.4f} s, ratio {ratio:.3f}; min: {low['plain']:.4f} s vs "
-          f"{low['callback']:.4f} s, ratio {ratio_min:.3f}")
+    benchmark.extra_info.update(
+        plain_median_s=med["plain"],
+        callback_median_s=med["callback"],
+        ratio_median=ratio,
+        plain_min_s=low["plain"],
+        callback_min_s=low["callback"],
+        ratio_min=ratio_min,
+    )
+    print(
+        f"\nfit epoch (median of 21): plain {med['plain']:.4f} s, with BetaEff "
+        f"{med['callback']:.4f} s, ratio {ratio:.3f}; min: {low['plain']:.4f} s vs "
+        f"{low['callback']:.4f} s, ratio {ratio_min:.3f}"
+    )
     benchmark.pedantic(lambda: None, rounds=1)
 
 
@@ -133,8 +147,9 @@ def reference():
     labels = tf.constant(st.labels)
 
     def core(interaction):
-        return lambda: autodiff.batch_terms(chain, st.z, st.a, st.records, st.g_last, labels,
-                                            st.loss_fn, interaction)
+        return lambda: autodiff.batch_terms(
+            chain, st.z, st.a, st.records, st.g_last, labels, st.loss_fn, interaction
+        )
 
     fns = {
         "kernel": lambda: ncap.beff(cap.acts, cap.derivs, cap.grads),
@@ -145,24 +160,37 @@ def reference():
     direct_graph = tf.function(core("direct"))
     hessian_graph = tf.function(core("hessian"))
     in_graph = tf.function(beta_in_graph)
-    tensors = ([tf.constant(a) for a in cap.acts], [tf.constant(a) for a in cap.derivs],
-               [tf.constant(a) for a in cap.grads])
+    tensors = (
+        [tf.constant(a) for a in cap.acts],
+        [tf.constant(a) for a in cap.derivs],
+        [tf.constant(a) for a in cap.grads],
+    )
     fns["direct_tf_function"] = lambda: [t.numpy() for t in direct_graph()[0]]
     fns["hessian_tf_function"] = lambda: [t.numpy() for t in hessian_graph()[0]]
     fns["closed_form_tf_function"] = lambda: in_graph(*tensors).numpy()
     for fn in fns.values():  # trace and warm up
         fn()
     # All paths compute the same direct beta.
-    direct = autodiff.batch_terms(chain, st.z, st.a, st.records, st.g_last, labels, st.loss_fn,
-                                  "direct")
+    direct = autodiff.batch_terms(
+        chain, st.z, st.a, st.records, st.g_last, labels, st.loss_fn, "direct"
+    )
     value = float(sum(direct[0]) / sum(direct[1]))
     assert value == pytest.approx(ncap.beff(cap.acts, cap.derivs, cap.grads).value, rel=1e-3)
     return model, x, y, cap, fns
 
 
-@pytest.mark.parametrize("path", ["kernel", "kernel_1_thread", "closed_form_tf_function",
-                                  "direct_eager",
-                                  "direct_tf_function", "hessian_eager", "hessian_tf_function"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "kernel",
+        "kernel_1_thread",
+        "closed_form_tf_function",
+        "direct_eager",
+        "direct_tf_function",
+        "hessian_eager",
+        "hessian_tf_function",
+    ],
+)
 def test_reference_probe_beta_from_capture(benchmark, reference, path):
     benchmark.group = "b: beta of a captured batch, 2048-256-128-64-10, B=64"
     fn = reference[4][path]
@@ -170,30 +198,56 @@ def test_reference_probe_beta_from_capture(benchmark, reference, path):
     benchmark.pedantic(fn, rounds=rounds, warmup_rounds=1)
 
 
-@pytest.mark.parametrize("method, interaction, compiled", [
-    ("closed_form", "direct", False), ("autodiff", "direct", False),
-    ("autodiff", "direct", True), ("autodiff", "hessian", True),
-])
+@pytest.mark.parametrize(
+    "method, interaction, compiled",
+    [
+        ("closed_form", "direct", False),
+        ("autodiff", "direct", False),
+        ("autodiff", "direct", True),
+        ("autodiff", "hessian", True),
+    ],
+)
 def test_reference_probe_end_to_end(benchmark, reference, method, interaction, compiled):
     model, x, y, _, _ = reference
     benchmark.group = "b: ncap.beff(model, x, y) end to end, 2048-256-128-64-10, B=64"
-    fn = lambda: ncap.beff(model, x, y, method=method, interaction=interaction,  # noqa: E731
-                           compiled=compiled, training=True, seed=1)
+
+    def fn():
+        return ncap.beff(
+            model,
+            x,
+            y,
+            method=method,
+            interaction=interaction,
+            compiled=compiled,
+            training=True,
+            seed=1,
+        )
+
     fn()
     benchmark.pedantic(fn, rounds=5, warmup_rounds=1)
 
 
 def test_reference_probe_speed_ratio(benchmark, reference):
     fns = reference[4]
-    med, _ = _interleaved({k: fns[k] for k in ("kernel", "kernel_1_thread", "direct_tf_function",
-                                                "hessian_tf_function", "closed_form_tf_function")},
-                          rounds=15)
+    med, _ = _interleaved(
+        {
+            k: fns[k]
+            for k in (
+                "kernel",
+                "kernel_1_thread",
+                "direct_tf_function",
+                "hessian_tf_function",
+                "closed_form_tf_function",
+            )
+        },
+        rounds=15,
+    )
     ratios = {
         "direct_tf_function / kernel": med["direct_tf_function"] / med["kernel"],
         "hessian_tf_function / kernel": med["hessian_tf_function"] / med["kernel"],
         "direct_tf_function / kernel_1_thread": med["direct_tf_function"] / med["kernel_1_thread"],
-        "direct_tf_function / closed_form_tf_function":
-            med["direct_tf_function"] / med["closed_form_tf_function"],
+        "direct_tf_function / closed_form_tf_function": med["direct_tf_function"]
+        / med["closed_form_tf_function"],
     }
     benchmark.group = "b: ratio"
     benchmark.extra_info.update({f"{k}_s": v for k, v in med.items()})

@@ -23,21 +23,33 @@ def load(path: str, stat: str) -> tuple[dict, dict]:
         impl = extra.get("impl", bench["name"])
         groups[bench["group"]][impl] = bench["stats"][stat]
         info[bench["group"]] = (extra.get("widths", "?"), extra.get("batch", "?"))
-    return groups, {"machine": data.get("machine_info", {}), "datetime": data.get("datetime"), **info}
+    return groups, {
+        "machine": data.get("machine_info", {}),
+        "datetime": data.get("datetime"),
+        **info,
+    }
 
 
 def table(groups: dict, info: dict, stat: str) -> str:
     impls = ["kernel", "kernel_1thread", "numpy", "tf"]
-    head = (f"| trace | widths | B | kernel {stat} (ms) | 1 thread (ms) | NumPy (ms) | TF (ms) "
-            "| NumPy / kernel | TF / kernel |")
+    head = (
+        f"| trace | widths | B | kernel {stat} (ms) | 1 thread (ms) | NumPy (ms) | TF (ms) "
+        "| NumPy / kernel | TF / kernel |"
+    )
     rows = [head, "|" + "---|" * 9]
     for name, times in groups.items():
         widths, batch = info[name]
         ms = [f"{times[i] * 1e3:.3f}" if i in times else "-" for i in impls]
         k = times.get("kernel")
-        ratio = lambda i: f"{times[i] / k:.1f}x" if i in times and k else "-"  # noqa: E731
-        rows.append(f"| {name} | {widths} | {batch} | " + " | ".join(ms)
-                    + f" | {ratio('numpy')} | {ratio('tf')} |")
+
+        def ratio(i: str, times: dict = times, k: float | None = k) -> str:
+            return f"{times[i] / k:.1f}x" if i in times and k else "-"
+
+        rows.append(
+            f"| {name} | {widths} | {batch} | "
+            + " | ".join(ms)
+            + f" | {ratio('numpy')} | {ratio('tf')} |"
+        )
     return "\n".join(rows)
 
 
@@ -48,8 +60,10 @@ def main() -> None:
     args = parser.parse_args()
     groups, info = load(args.json, args.stat)
     machine = info.get("machine", {})
-    print(f"# {info.get('datetime')}  {machine.get('cpu', {}).get('brand_raw', '')}  "
-          f"python {machine.get('python_version', '')}")
+    print(
+        f"# {info.get('datetime')}  {machine.get('cpu', {}).get('brand_raw', '')}  "
+        f"python {machine.get('python_version', '')}"
+    )
     print(table(groups, info, args.stat))
 
 

@@ -1,7 +1,14 @@
 """ncap: neural capacitance (beta_eff) in closed form.
 
-``import ncap`` needs only NumPy; the TensorFlow front-end and the model
-selection tools are imported on first use.
+Three layers, each a subpackage that knows only itself and the layers below:
+
+* :mod:`ncap.arrays`: beta_eff and degrees from captured arrays (NumPy only);
+* :mod:`ncap.tf`: the probe, the capture, beta of a Keras model, the callback
+  (the ``tf`` extra);
+* :mod:`ncap.selection`: ``ncap select``, ranking backbones by predicted
+  fine-tuned accuracy (the ``select`` extra).
+
+``import ncap`` needs only NumPy; names from the other layers load on first use.
 """
 
 from __future__ import annotations
@@ -9,41 +16,35 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from ._api import beff, degrees
-from ._cuda import cuda_available
-from ._result import BetaResult, LayerTerms
+from ._dispatch import beff
+from .arrays import BetaResult, LayerTerms, cuda_available, degrees
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-# Public names that live in modules needing TensorFlow, scikit-learn or Dask.
+# Public names that live in layers needing TensorFlow, scikit-learn or Dask.
 _LAZY = {
     "attach_probe": "ncap.tf",
     "capture": "ncap.tf",
     "Capture": "ncap.tf",
-    "predict_final": "ncap.predict",
-    "Prediction": "ncap.predict",
+    "BetaEff": "ncap.tf",
+    "predict_final": "ncap.selection",
+    "Prediction": "ncap.selection",
     "select": "ncap.selection",
+    "SelectionReport": "ncap.selection",
 }
-_LAZY_MODULES = {"keras": "ncap.keras", "tf": "ncap.tf", "baselines": "ncap.baselines"}
+# Subpackages and the ``ncap.keras`` alias module, importable as attributes.
+_SUBMODULES = ("arrays", "tf", "selection", "keras")
 
-__all__ = [
-    "BetaResult",
-    "LayerTerms",
-    "beff",
-    "cuda_available",
-    "degrees",
-    *_LAZY,
-    *_LAZY_MODULES,
-]
+__all__ = ["BetaResult", "LayerTerms", "beff", "cuda_available", "degrees", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
-    if name in _LAZY_MODULES:
-        return import_module(_LAZY_MODULES[name])
+    if name in _SUBMODULES:
+        return import_module(f"ncap.{name}")
     raise AttributeError(f"module 'ncap' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import main
+from .selection.cli import main
 
 # The guard matters: Dask's worker processes are spawned and re-import this module.
 if __name__ == "__main__":

@@ -1,15 +1,23 @@
-"""TensorFlow/Keras front-end of ncap: the probe, the capture and beta_eff of a model.
+"""Layer 2 of ncap: TensorFlow/Keras. The probe, the capture, beta of a model, the callback.
 
-Importing this module imports TensorFlow and needs Keras 3 on the TensorFlow
-backend. ``ncap.attach_probe``, ``ncap.capture`` and ``ncap.Capture`` are the
-same objects, loaded on first use so that ``import ncap`` stays TensorFlow-free.
+Importing this package imports TensorFlow (the ``tf`` extra) and needs Keras 3 on
+the TensorFlow backend. It builds on :mod:`ncap.arrays` and never imports
+:mod:`ncap.selection`.
+
+* :mod:`.probe`: ``attach_probe``; :mod:`.chain`: finding a model's probe layers
+  and replaying them frozen; :mod:`.losses`: per-sample losses;
+* :mod:`.capture`: z, s and g from one forward pass; :mod:`.model`: ``beff`` on a
+  model (closed form through :mod:`ncap.arrays`, or :mod:`.autodiff`);
+* :mod:`.ingraph`: the closed form as TF ops; :mod:`.train_step` and
+  :mod:`.callback`: ``BetaEff``, beta from the training step's own pass.
 """
 
 from __future__ import annotations
 
 from ._backend import keras as _keras  # noqa: F401  (checks the Keras backend)
+from .callback import BetaEff
 from .capture import Capture, capture
-from .model_beff import beff_model
+from .model import beff
 from .probe import attach_probe
 
-__all__ = ["Capture", "attach_probe", "beff_model", "capture"]
+__all__ = ["BetaEff", "Capture", "attach_probe", "beff", "capture"]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
+try:
+    import keras
+    import tensorflow as tf
+except ImportError as err:  # pragma: no cover - depends on the install
+    raise ImportError(
+        f"ncap.tf needs TensorFlow and Keras 3 ({err}); install them with: pip install 'ncap[tf]'"
+    ) from err
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(

@@ -33,8 +33,9 @@ def _segment(chain: ProbeChain, i: int, a: Any, records: list) -> Any:
     return run_steps(chain.segments[i], a, training=False, records=records[i])[0]
 
 
-def _next_pre_activation(chain: ProbeChain, i: int, a: Any, records: list,
-                         kernel: Any = None) -> Any:
+def _next_pre_activation(
+    chain: ProbeChain, i: int, a: Any, records: list, kernel: Any = None
+) -> Any:
     """a^{i+2} from a^{i+1} (0-based weight index i): segment i, then weight layer i+1."""
     return apply_weight(chain.weights[i + 1], _segment(chain, i, a, records), kernel)
 
@@ -77,11 +78,12 @@ def direct_degrees(chain: ProbeChain, z: list, records: list, g: list, kernels: 
         d_in[i] = _zeros_if_none(outer.gradient(sum_j, k_i), k_i)
         d_out[i + 1] = _zeros_if_none(outer.gradient(sum_i, k_j), k_j)
         del outer
-    return list(zip(d_in, d_out))
+    return list(zip(d_in, d_out, strict=False))
 
 
-def hessian_degrees(chain: ProbeChain, z0: Any, records: list, labels: Any, loss_fn: Any,
-                    kernels: list) -> list:
+def hessian_degrees(
+    chain: ProbeChain, z0: Any, records: list, labels: Any, loss_fn: Any, kernels: list
+) -> list:
     """[(delta_in, delta_out)] per weight layer from the mixed blocks of the loss Hessian."""
     n_layers = chain.n_layers
     with tf.GradientTape(persistent=True) as outer:
@@ -96,14 +98,14 @@ def hessian_degrees(chain: ProbeChain, z0: Any, records: list, labels: Any, loss
             out = run_steps(chain.tail, a, training=False, records=[None] * len(chain.tail))[0]
             loss = tf.reduce_mean(loss_fn(labels, out))  # the batch-mean loss C
         grads = inner.gradient(loss, kernels)
-        sums = [tf.reduce_sum(_zeros_if_none(gr, k)) for gr, k in zip(grads, kernels)]
+        sums = [tf.reduce_sum(_zeros_if_none(gr, k)) for gr, k in zip(grads, kernels, strict=False)]
     d_in = [tf.zeros_like(k) for k in kernels]
     d_out = [tf.zeros_like(k) for k in kernels]
     for i in range(n_layers - 1):
         d_in[i] = _zeros_if_none(outer.gradient(sums[i + 1], kernels[i]), kernels[i])
         d_out[i + 1] = _zeros_if_none(outer.gradient(sums[i], kernels[i + 1]), kernels[i + 1])
     del outer
-    return list(zip(d_in, d_out))
+    return list(zip(d_in, d_out, strict=False))
 
 
 def terms(degrees: list) -> tuple[list, list, list]:
@@ -114,8 +116,16 @@ def terms(degrees: list) -> tuple[list, list, list]:
     return nums, dens, abs_dens
 
 
-def batch_terms(chain: ProbeChain, z: list, a: list, records: list, g_last: Any, labels: Any,
-                loss_fn: Any, interaction: str) -> tuple[list, list, list]:
+def batch_terms(
+    chain: ProbeChain,
+    z: list,
+    a: list,
+    records: list,
+    g_last: Any,
+    labels: Any,
+    loss_fn: Any,
+    interaction: str,
+) -> tuple[list, list, list]:
     """nums, dens, |dens| per weight layer for the batch (tf.function-compatible)."""
     kernels = kernels_of(chain)
     if interaction == "hessian":
@@ -134,7 +144,7 @@ def slice_records(records: list, b: int, batch: int) -> list:
         for rec in seg:
             is_mask = rec is not None and not isinstance(rec, tuple)  # BN statistics are tuples
             if is_mask and rec.shape[0] == batch and batch > 1:
-                rec = rec[b:b + 1]
+                rec = rec[b : b + 1]
             row.append(rec)
         out.append(row)
     return out

@@ -12,13 +12,14 @@ restored afterwards.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-import weakref
 
 import numpy as np
 
+from ..arrays.spec import MIN_BETA_LAYERS, shallow_probe_error
 from ._backend import tf
 from .chain import (
     ProbeChain,
@@ -30,7 +31,7 @@ from .chain import (
 )
 from .losses import check_labels, resolve_loss
 
-_CHAINS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_CHAINS: weakref.WeakKeyDictionary[Any, dict] = weakref.WeakKeyDictionary()
 
 
 def get_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain:
@@ -46,12 +47,12 @@ def get_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain:
 
 
 def check_depth(chain: ProbeChain) -> None:
-    if chain.n_layers < 4:
-        raise ValueError(
-            f"model: the probe has {chain.n_layers - 1} hidden layer(s) (L = {chain.n_layers} "
-            "weight layers); beta_eff needs at least three hidden layers, because with fewer it "
-            "is identically 0 under softmax cross-entropy (SPEC section 3). Use "
-            "ncap.attach_probe(..., hidden=(256, 128, 64)) or name a deeper probe with layers=[...]"
+    if chain.n_layers < MIN_BETA_LAYERS:
+        raise shallow_probe_error(
+            chain.n_layers,
+            "model",
+            "use ncap.attach_probe(..., hidden=(256, 128, 64)) or name a deeper probe with "
+            "layers=[...]",
         )
 
 
@@ -115,7 +116,7 @@ class _restored_state:
         self.saved = [v.numpy() for v in self.variables]
 
     def __exit__(self, *exc: Any) -> None:
-        for v, value in zip(self.variables, self.saved):
+        for v, value in zip(self.variables, self.saved, strict=False):
             v.assign(value)
 
 
@@ -152,9 +153,19 @@ def forward(
     core = _core_function(chain, bool(training), seed_t is None, loss_fn, compiled)
     with _restored_state(model, training):
         zs, as_, records, outputs, losses, g_last, derivs, grads = core(x, labels, seed_t)
-    return ProbeState(z=list(zs), a=list(as_), records=[list(r) for r in records], g_last=g_last,
-                      outputs=outputs, losses=losses, labels=labels, loss_fn=loss_fn,
-                      training=bool(training), derivs=derivs, grads=grads)
+    return ProbeState(
+        z=list(zs),
+        a=list(as_),
+        records=[list(r) for r in records],
+        g_last=g_last,
+        outputs=outputs,
+        losses=losses,
+        labels=labels,
+        loss_fn=loss_fn,
+        training=bool(training),
+        derivs=derivs,
+        grads=grads,
+    )
 
 
 def _batch_size(x: Any) -> int:
@@ -164,8 +175,7 @@ def _batch_size(x: Any) -> int:
     return int(leaves[0].shape[0])
 
 
-def _core_function(chain: ProbeChain, training: bool, unseeded: bool, loss_fn: Any,
-                   compiled: bool):
+def _core_function(chain: ProbeChain, training: bool, unseeded: bool, loss_fn: Any, compiled: bool):
     def core(x: Any, labels: Any, seed_t: Any):
         z0 = tf.convert_to_tensor(chain.features_of(x, training))
         zs, as_, records = [z0], [], []
@@ -181,8 +191,10 @@ def _core_function(chain: ProbeChain, training: bool, unseeded: bool, loss_fn: A
         outputs, losses, g_last = loss_and_gradient(chain, as_[-1], labels, loss_fn)
         derivs = grads = None
         if chain.closed_form_ok:
-            derivs = [elementwise_derivative(chain.segments[i], as_[i], records[i])
-                      for i in range(chain.n_layers - 1)]
+            derivs = [
+                elementwise_derivative(chain.segments[i], as_[i], records[i])
+                for i in range(chain.n_layers - 1)
+            ]
             grads = recursion(chain, derivs, g_last)
         return zs, as_, records, outputs, losses, g_last, derivs, grads
 
@@ -297,8 +309,7 @@ def capture(
 
 def capture_from_state(chain: ProbeChain, state: ProbeState) -> Capture:
     derivs = derivatives(chain, state)
-    grads = list(state.grads) if state.grads is not None else recursion(chain, derivs,
-                                                                        state.g_last)
+    grads = list(state.grads) if state.grads is not None else recursion(chain, derivs, state.g_last)
     return Capture(
         acts=[z.numpy() for z in state.z],
         derivs=[s.numpy() for s in derivs],

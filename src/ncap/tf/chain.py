@@ -32,10 +32,32 @@ OUTPUT_NAME = PROBE_PREFIX + "logits"
 # Elementwise activations the closed form accepts (keras.activations names).
 ELEMENTWISE_ACTIVATIONS = frozenset(
     {
-        "linear", "relu", "relu6", "tanh", "sigmoid", "gelu", "elu", "selu", "softplus",
-        "softsign", "silu", "swish", "leaky_relu", "hard_sigmoid", "hard_silu", "hard_swish",
-        "mish", "exponential", "celu", "log_sigmoid", "hard_tanh", "sparse_plus",
-        "squareplus", "tanh_shrink", "soft_shrink", "hard_shrink",
+        "linear",
+        "relu",
+        "relu6",
+        "tanh",
+        "sigmoid",
+        "gelu",
+        "elu",
+        "selu",
+        "softplus",
+        "softsign",
+        "silu",
+        "swish",
+        "leaky_relu",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_swish",
+        "mish",
+        "exponential",
+        "celu",
+        "log_sigmoid",
+        "hard_tanh",
+        "sparse_plus",
+        "squareplus",
+        "tanh_shrink",
+        "soft_shrink",
+        "hard_shrink",
     }
 )
 _ELEMENTWISE_LAYERS = ("ReLU", "LeakyReLU", "ELU", "PReLU")
@@ -49,8 +71,7 @@ def is_weight_layer(layer: Any) -> bool:
     """Dense or plain convolution: the layers whose kernels are line-graph nodes."""
     if isinstance(layer, keras.layers.Dense):
         return True
-    bad = (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
-           keras.layers.Conv2DTranspose)
+    bad = (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
     return isinstance(layer, _conv_types()) and not isinstance(layer, bad)
 
 
@@ -171,8 +192,10 @@ def _find_weight_layers(model: Any, layers: Sequence[Any] | None) -> list[Any]:
         else:
             layer = item
             if not any(layer is l for l in model.layers):
-                raise ValueError(f"layers: layer {getattr(layer, 'name', layer)!r} is not a "
-                                 "top-level layer of the model")
+                raise ValueError(
+                    f"layers: layer {getattr(layer, 'name', layer)!r} is not a "
+                    "top-level layer of the model"
+                )
         if not is_weight_layer(layer):
             raise ValueError(
                 f"layers: {layer.name!r} is a {type(layer).__name__}; name only the probe's "
@@ -209,7 +232,7 @@ def resolve_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain
     except StopIteration:
         raise ValueError(f"layers: {weights[0].name!r} is not a layer of the model") from None
     chain = all_layers[start:]
-    for prev, nxt in zip(chain, chain[1:]):
+    for prev, nxt in zip(chain, chain[1:], strict=False):
         if not _feeds(prev, nxt):
             raise ValueError(
                 f"model: the probe must be a single chain from {weights[0].name!r} to the output, "
@@ -244,7 +267,7 @@ def resolve_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain
         act = _activation_step(w.activation, f"layer {w.name!r}")
         if act is not None:
             steps.append(act)
-        for l in chain[positions[i] + 1:end]:
+        for l in chain[positions[i] + 1 : end]:
             steps.extend(classify(l))
         segments.append(steps)
     tail = segments.pop()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,8 +51,11 @@ def resolve_loss(model: Any, loss: Any, y: np.ndarray, output_is_probability: bo
     if loss is None:
         column = y.ndim == 2 and y.shape[1] == 1 and np.issubdtype(y.dtype, np.integer)
         sparse = y.ndim == 1 or column
-        cls = (keras.losses.SparseCategoricalCrossentropy if sparse
-               else keras.losses.CategoricalCrossentropy)
+        cls = (
+            keras.losses.SparseCategoricalCrossentropy
+            if sparse
+            else keras.losses.CategoricalCrossentropy
+        )
         loss = cls(from_logits=not output_is_probability)
         created = True
     else:
@@ -99,7 +103,8 @@ def check_labels(y: Any, n_samples: int, n_outputs: int, loss_name: str) -> np.n
             f"y: expected one label per sample ({n_samples} samples in x), got shape {arr.shape}"
         )
     sparse = loss_name in _SPARSE_CE or (
-        loss_name not in _DENSE_CE and (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1))
+        loss_name not in _DENSE_CE
+        and (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1))
         and arr.dtype.kind in "biu"
     )
     if sparse:

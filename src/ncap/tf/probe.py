@@ -106,7 +106,8 @@ def attach_probe(
         h = keras.layers.ReLU(name=f"{PROBE_PREFIX}relu_{i}")(h)
         if dropout > 0:
             h = keras.layers.Dropout(
-                dropout, seed=None if seed is None else seed + 100 + i,
+                dropout,
+                seed=None if seed is None else seed + 100 + i,
                 name=f"{PROBE_PREFIX}dropout_{i}",
             )(h)
     logits = keras.layers.Dense(

@@ -13,7 +13,8 @@ no second forward or backward pass through the model.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from keras.src.losses import loss as _keras_loss
 from keras.src.trainers.data_adapters import data_adapter_utils
@@ -66,7 +67,7 @@ def make_train_step(model: Any, chain: ProbeChain, on_capture: Callable[[Callabl
         grads = tape.gradient(loss, weights + [a_last])
         grad_logits = grads.pop()
         if weights:
-            model.optimizer.apply_gradients(zip(grads, weights))
+            model.optimizer.apply_gradients(zip(grads, weights, strict=False))
         else:
             warnings.warn("The model does not have any trainable weights.", stacklevel=2)
 

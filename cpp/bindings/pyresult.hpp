@@ -30,6 +30,7 @@ inline void export_spec_constants(py::module_& m) {
   m.attr("DEGENERATE_RTOL") = ncap::kDegenerateRtol;
   m.attr("MIN_BETA_LAYERS") = ncap::kMinBetaLayers;
   m.attr("MIN_DEGREE_LAYERS") = ncap::kMinDegreeLayers;
+  m.attr("MAX_THREADS") = ncap::kMaxThreads;
 }
 
 inline py::array_t<double> matrix_of(const std::vector<double>& v, py::ssize_t rows, py::ssize_t cols) {

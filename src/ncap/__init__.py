@@ -35,7 +35,9 @@ _LAZY = {
 # Subpackages and the ``ncap.keras`` alias module, importable as attributes.
 _SUBMODULES = ("arrays", "tf", "selection", "keras")
 
-__all__ = ["BetaResult", "LayerTerms", "beff", "cuda_available", "degrees", *_LAZY]
+# ``from ncap import *`` gives the NumPy-only names: it must not import TensorFlow. The
+# lazy names above are public too (``ncap.attach_probe``), just not star-imported.
+__all__ = ["BetaResult", "LayerTerms", "beff", "cuda_available", "degrees"]
 
 
 def __getattr__(name: str) -> Any:
@@ -47,4 +49,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(__all__) | set(_LAZY) | set(_SUBMODULES))

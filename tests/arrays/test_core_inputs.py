@@ -6,7 +6,11 @@ argument (with its layer index) and says what was wrong; never a crash or a numb
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -370,3 +374,75 @@ def test_stacked_tensorflow_tensor_is_refused():
     nan = [tf.constant(np.full((3, 5), np.nan, np.float32))] + [np.ones((3, 5))] * 3
     with pytest.raises(ValueError, match=r"^acts\[0\].*NaN"):
         ncap.beff(nan, [np.ones((3, 5))] * 3, [np.ones((3, 5))] * 4)
+
+
+_TF_NON_FLOAT = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import tensorflow as tf
+import ncap
+
+kind = sys.argv[1]
+if kind == "string":
+    bad = tf.constant([["a", "b", "c"]] * 4)
+elif kind == "resource":
+    bad = tf.Variable(np.ones((4, 3), np.float32)).handle
+else:
+    bad = tf.data.experimental.to_variant(tf.data.Dataset.range(3))
+acts = [bad] + [np.ones((4, n)) for n in (4, 3, 2)]
+derivs = [np.ones((4, n)) for n in (4, 3, 2)]
+grads = [np.ones((4, n)) for n in (4, 3, 2, 2)]
+for call in (ncap.beff, ncap.degrees):
+    try:
+        call(acts, derivs, grads)
+    except TypeError as err:
+        print("TYPEERROR", err)
+    else:
+        print("ACCEPTED")
+"""
+
+
+@pytest.mark.parametrize("kind", ["string", "resource", "variant"])
+def test_tensorflow_non_float_tensors_are_a_type_error_not_an_abort(kind):
+    """TF aborts the process when such a tensor is exported by DLPack: its dtype is read first."""
+    src = str(Path(ncap.__file__).absolute().parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", _TF_NON_FLOAT, kind],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": src},
+    )
+    assert proc.returncode == 0, f"exit status {proc.returncode}: {proc.stderr[-2000:]}"
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("TYPEERROR", "ACC"))]
+    assert len(lines) == 2, proc.stdout
+    for line in lines:
+        assert line.startswith("TYPEERROR acts[0]: expected a float32 or float64 array"), line
+        assert kind in line, line
+
+
+def test_tensorflow_half_precision_tensors_are_widened_exactly(trace):
+    import tensorflow as tf
+
+    want = ncap.beff(*trace.astype(np.float16).astype(np.float32).args()).value
+    for dtype in (tf.float16, tf.bfloat16):
+        tensors = [[tf.cast(tf.constant(x), dtype) for x in xs] for xs in trace.args()]
+        widened = [[np.asarray(tf.cast(t, tf.float32)) for t in ts] for ts in tensors]
+        got = ncap.beff(*tensors).value
+        assert got == ncap.beff(*widened).value
+        if dtype == tf.float16:
+            assert got == want
+
+
+@pytest.mark.parametrize("threads", [-1, 2**40, 2**70, True, 1.5, "2"])
+def test_the_bindings_refuse_out_of_range_threads_themselves(trace, threads):
+    """Even called directly, the compiled module never passes such a count to the core."""
+    from ncap import _core
+
+    exc = TypeError if isinstance(threads, (bool, float, str)) else ValueError
+    with pytest.raises(exc, match="^threads: "):
+        _core.beff(*trace.args(), False, threads)
+    with pytest.raises(exc, match="^threads: "):
+        _core.degrees(*trace.args(), threads)
+    assert _core.MAX_THREADS == 4096

@@ -31,7 +31,7 @@ from ncap.arrays.reference import beff_numpy
 BIG_STRIDE = 2**31 + 7  # elements: b * stride overflows int32 (and uint32 for b >= 2)
 # Where the ncap under test was imported from (src/ in a checkout, site-packages
 # when installed): subprocesses must import the same one.
-SRC = str(Path(ncap.__file__).resolve().parents[1])
+SRC = str(Path(ncap.__file__).absolute().parents[1])
 
 
 def _shape_trace(batch: int, widths: list[int]):
@@ -193,6 +193,8 @@ ABSURD = [
     pytest.param("beff", 2**40, [3, 2**19, 3, 3, 3], 8 * 2**59, id="beff-B=2^40,n1=2^19"),
     pytest.param("degrees", 2**40, [3, 2**19, 3, 3, 3], 8 * 2**59, id="degrees-B=2^40,n1=2^19"),
     pytest.param("degrees", 4, [2**36, 3, 3, 3, 3], 8 * 2**36 * 3, id="degrees-n0=2^36"),
+    # B = 1: the inputs are small, the outputs (2 n_0 n_1 float64) are 16 TiB
+    pytest.param("degrees", 1, [2**20, 2**20, 3, 3, 3], 16 * 2**40, id="degrees-outputs-16TiB"),
 ]
 
 
@@ -267,3 +269,45 @@ def test_workspace_beyond_memory_limit_is_refused_not_a_crash(func, reduction, t
     assert "MEMORYERROR" in proc.stdout, out[-2000:]
     message = proc.stdout.split("MEMORYERROR", 1)[1]
     assert stated_bytes(message) >= 7 * 2**18 * 64 * 8, message
+
+
+_CAPPED_DEGREES = textwrap.dedent(
+    """
+    import resource, sys
+    import numpy as np
+    import ncap
+
+    widths = [12000, 12000, 3, 3, 3]  # B = 1: 16 KB of inputs, 2.1 GiB of degrees
+    ones = lambda n: np.broadcast_to(np.float64(0.5), (1, n))
+    with open("/proc/self/status") as f:
+        vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
+    limit = vm + 2**30  # 1 GiB to spare: room for one delta matrix, not for both
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        ncap.degrees([ones(n) for n in widths[:-1]], [ones(n) for n in widths[1:-1]],
+                     [ones(n) for n in widths[1:]])
+    except MemoryError as err:
+        print("MEMORYERROR", err)
+        sys.exit(0)
+    print("COMPUTED")
+    """
+)
+
+
+def test_degree_outputs_count_in_the_memory_check():
+    """Under an address-space limit, degrees that cannot fit are refused up front, stating
+    the memory needed including the outputs (2 x 12000 x 12000 float64 = 2.1 GiB)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CAPPED_DEGREES],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"exit status {proc.returncode}:\n{out[-2000:]}"
+    assert "MEMORYERROR" in proc.stdout, out[-2000:]
+    message = proc.stdout.split("MEMORYERROR", 1)[1]
+    assert "split the batch" in message, message
+    assert stated_bytes(message) >= 2 * 12000 * 12000 * 8, message

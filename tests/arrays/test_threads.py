@@ -4,6 +4,8 @@
   inputs get exactly (bit for bit) what serial calls give.
 * Results are bit-identical for threads = 1, 2, 7 (more than the cores) and 0
   (all), and from one call to the next.
+* A process forked after a threaded call computes in the child instead of
+  hanging (the child runs on one thread: OpenMP is not fork-safe).
 * The GIL is released while the kernel runs: another Python thread keeps
   counting during a long ncap.beff call, far more than it can during a C call
   that holds the GIL (the control).
@@ -12,9 +14,13 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +197,45 @@ def test_gil_released_during_kernel():
         )
     # The control shows the measurement can tell: a GIL-holding call starves the counter.
     assert min(h for _, h in attempts) < 0.2, attempts
+
+
+_FORK_AFTER_TEAM = """
+import os, signal, sys
+import numpy as np
+import ncap
+from ncap import _core
+
+rng = np.random.default_rng(0)
+batch, widths = 512, [64, 128, 96, 80, 10]
+acts = [rng.normal(size=(batch, n)) for n in widths[:-1]]
+derivs = [(rng.random((batch, n)) < 0.6).astype(float) for n in widths[1:-1]]
+grads = [rng.normal(size=(batch, n)) for n in widths[1:]]
+want = ncap.beff(acts, derivs, grads, threads=2)  # above the team threshold: starts OpenMP threads
+assert not _core.in_forked_child()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)  # a hang shows as SIGALRM, not as a stuck test
+    ok = _core.in_forked_child() and _core.available_threads() == 1
+    for threads in (0, 2):
+        got = ncap.beff(acts, derivs, grads, threads=threads)
+        ok = ok and got.value == want.value
+        pairs = ncap.degrees(acts, derivs, grads, threads=threads)
+        ok = ok and len(pairs) == 4
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print("CHILD", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_child_forked_after_a_threaded_call_runs_on_one_thread():
+    """OpenMP is not fork-safe: a team in the child waits forever. The child runs serially."""
+    src = str(Path(ncap.__file__).absolute().parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_AFTER_TEAM],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "2"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "CHILD 0" in proc.stdout, proc.stdout + proc.stderr[-2000:]

@@ -24,6 +24,8 @@ def _run(argv, capsys):
 
 
 def test_help(capsys):
+    from ncap.selection.example import POOL
+
     code, out, _ = _run(["--help"], capsys)
     assert code == 0 and "select" in out
     code, out, _ = _run(["select", "--help"], capsys)
@@ -37,9 +39,22 @@ def test_help(capsys):
         "--scheduler",
         "--resume",
         "--weights",
+        "--tf-log",
         "example:NAME",
+        "mymodule:build",
     ):
         assert opt in out
+    flat = " ".join(out.split())
+    for b in POOL:  # the built-in example's candidate names
+        assert f"example:{b.name}" in flat
+    assert "RANDOMLY INITIALISED unless --weights imagenet" in flat
+    assert "default: random initialisation" in flat
+    assert "random seed of fine-tuning" in flat  # --seed says what it seeds
+    assert (
+        "exit status: 0 all candidates ran, 1 some failed, 2 usage error, 130 interrupted" in flat
+    )
+    assert "train/, val/ (or validation/) and optional test/" in flat  # image-folder layout
+    assert "report.csv" in flat and "docs/REPORT.md" in flat
 
 
 def test_python_dash_m_ncap():
@@ -150,3 +165,56 @@ def test_tiny_run_from_npz_and_saved_models(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert "resumed: 2 finished candidate(s)" in out
     assert len(os.listdir(tmp_path / "ncap-runs")) == 1
+
+
+def test_some_failed_exits_1_and_quiet_prints_only_the_summary(tmp_path, capsys, monkeypatch):
+    """One candidate fails (its input cannot be adapted): exit 1; --quiet prints the ranking
+    and the picks on stdout and nothing on stderr."""
+    import keras
+
+    from ncap.selection.example import target_dataset
+
+    d = target_dataset(n_train_per_class=8, n_val_per_class=6)
+    np.savez(tmp_path / "t.npz", x_train=d.x_train, y_train=d.y_train, x_val=d.x_val, y_val=d.y_val)
+    _tiny_model(tmp_path / "good.keras", 8, "relu")
+    inp = keras.Input((5,))
+    keras.Model(inp, keras.layers.Dense(3)(inp)).save(tmp_path / "vector.keras")
+    monkeypatch.chdir(tmp_path)
+    argv = ["select", "good.keras", "vector.keras", "--data", "t.npz", "--epochs", "2", "-k", "2"]
+    argv += ["--batch-size", "16", "--hidden", "8,8,8", "--no-plots", "-q"]
+    code, out, err = _run(argv, capsys)
+    assert code == 1
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith("best: good (ncap predicts ")
+    assert lines[1].startswith("ranking: 1. good ")
+    assert lines[2].startswith("picks: ncap (beta_eff) good;")
+    assert "failed: vector" in lines
+    assert "spearman" not in out and "rank  candidate" not in out
+    (run,) = os.listdir(tmp_path / "ncap-runs")
+    doc = json.loads((tmp_path / "ncap-runs" / run / "report.json").read_text())
+    bad = [c for c in doc["candidates"] if c["name"] == "vector"][0]
+    assert bad["status"] == "failed" and "cannot be adapted" in bad["error"]["message"]
+    assert (tmp_path / "ncap-runs" / run / "report.csv").read_text().count("\n") == 3
+
+
+@pytest.mark.parametrize(
+    "env, asked",
+    [
+        ({}, False),
+        ({"NCAP_TF_LOG": "1"}, True),
+        ({"NCAP_TF_LOG": "0", "TF_CPP_MIN_LOG_LEVEL": "0"}, False),  # ncap decided: quiet
+        ({"TF_CPP_MIN_LOG_LEVEL": "1"}, True),  # the user's own log level is a request
+    ],
+)
+def test_when_tensorflow_log_counts_as_asked_for(env, asked, monkeypatch):
+    import tensorflow  # noqa: F401  (imported: quiet_tensorflow has nothing left to hide)
+
+    from ncap.selection import tf_quiet
+
+    for name in ("NCAP_TF_LOG", "TF_CPP_MIN_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert tf_quiet.tf_log_asked() is asked
+    assert tf_quiet.quiet_tensorflow() is False  # TensorFlow is already imported here

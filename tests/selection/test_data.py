@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,76 @@ def test_resolve_data_forms(tmp_path):
         resolve_data(42)
     with pytest.raises(ValueError, match="neither an .npz file nor an image directory"):
         resolve_data(str(tmp_path / "nothing_here"))
+
+
+# --- labels and inputs that would be silently wrong -------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, exc, words",
+    [
+        # One stray label must not make a classifier of ten million classes.
+        (
+            {"y_val": np.r_[np.arange(9) % 3, 10**7]},
+            ValueError,
+            r"labels up to 10000000, so 10000001 classes, but only 20 training samples",
+        ),
+        ({"y_val": np.r_[np.arange(9) % 3, 1e30]}, ValueError, r"holds the label 1e\+30"),
+        ({"y_val": np.r_[np.zeros(9), -2.0]}, ValueError, r"negative labels \(the smallest is -2"),
+        (
+            {"y_val": np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2**64 - 1], dtype=np.uint64)},
+            ValueError,
+            r"holds the label 1.84467e\+19",
+        ),
+        (
+            {
+                "y_train": np.arange(20) % 3 * 2,
+                "y_val": np.zeros(10, int),
+                "y_test": np.ones(10, int),
+            },
+            ValueError,
+            r"labels are not 0..4: 1 of those classes never occur \(e.g. 3\)",
+        ),
+        (
+            {"x_train": np.ones((20, 8, 8, 1), np.complex64)},
+            TypeError,
+            r"x_train is complex \(complex64\); ncap needs real-valued inputs",
+        ),
+    ],
+)
+def test_dataset_refuses_labels_and_inputs_it_would_misread(change, exc, words):
+    with pytest.raises(exc, match=words):
+        Dataset(**{**_arrays(), **change})
+
+
+def test_complex_inputs_are_refused_without_a_warning(recwarn):
+    with pytest.raises(TypeError, match="complex"):
+        Dataset(**{**_arrays(), "x_val": np.ones((10, 8, 8, 1), np.complex128)})
+    assert not [w for w in recwarn if "ComplexWarning" in type(w.message).__name__]
+
+
+def test_num_classes_above_the_training_samples_is_refused():
+    with pytest.raises(ValueError, match="num_classes=21 but only 20 training samples"):
+        Dataset(**_arrays(), num_classes=21)
+
+
+@pytest.mark.parametrize(
+    "stored, result",
+    [
+        (np.array(5), 5),  # what np.savez makes of num_classes=5: a 0-d array
+        (np.int32(4), 4),
+        (np.array([5]), "one integer, got an array of shape (1,)"),
+        (np.array([3, 5]), "one integer, got an array of shape (2,)"),
+        (np.array(5.0), "must be an integer, got float64"),
+        (np.array(True), "must be an integer, got bool"),
+        (-1, "num_classes must be >= 0"),
+    ],
+)
+def test_num_classes_from_an_npz(tmp_path, stored, result):
+    p = tmp_path / "t.npz"
+    np.savez(p, **_arrays(), num_classes=stored)
+    if isinstance(result, int):
+        assert load_npz(p).num_classes == result
+    else:
+        with pytest.raises((TypeError, ValueError), match=re.escape(result)):
+            load_npz(p)

@@ -90,7 +90,7 @@ def test_report_json_schema(finished_run):
         assert c["observed_epochs"] == EPOCHS
         assert all(v is not None and math.isfinite(v) for v in c["beta"])
         assert 0.0 <= c["truth"] <= 1.0 and c["truth_epoch"] == TRUTH
-        assert c["std"] > 0 and 0 <= c["t0"] <= EPOCHS - K
+        assert c["std"] > 0 and 1 <= c["t0"] <= EPOCHS - K + 1  # 1-based in report.json
         assert set(c["baselines"]) == {"last_seen", "best_seen", "curve_extrapolation", "logme"}
         assert c["prediction"]["k"] == K and len(c["prediction"]["window_beta"]) == K
         assert c["rank"] in (1, 2)

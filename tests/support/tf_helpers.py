@@ -102,3 +102,27 @@ def mlp(
 
 
 MLP_LAYERS = ["d0", "d1", "d2", "out"]
+
+
+def compiled(model, lr: float = 0.0, **kw):
+    """Compile with SGD(lr) and a loss in the model's own float type (Keras' default is float32)."""
+    loss = keras.losses.SparseCategoricalCrossentropy(dtype=model.layers[-1].compute_dtype)
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss=loss, **kw)
+    return model
+
+
+def fit_data(n: int, **kw):
+    """float64 arrays that hold float32 values: fit() hands the model float32 (Keras' floatx), so
+    a recomputation on these arrays sees exactly what the training step saw."""
+    x, y = data(n=n, **kw)
+    return x.astype("float64"), y
+
+
+def batch_betas(model, x, y, batch: int, **kw) -> list:
+    """beta of each batch of (x, y) in order by ncap.beff(model, ...), training mode by default
+    (with reduction="sample": each batch's mean of the per-sample betas)."""
+    kw.setdefault("training", True)
+    return [
+        float(np.mean(ncap.beff(model, x[i : i + batch], y[i : i + batch], **kw).value))
+        for i in range(0, len(x), batch)
+    ]

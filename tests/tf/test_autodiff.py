@@ -304,6 +304,14 @@ def test_bad_options():
         ncap.beff(model, x, y, method="closed_form", interaction="hessian")
     with pytest.raises(TypeError, match="capture"):
         ncap.beff(model, x, y, capture="not a capture")
+    with pytest.raises(TypeError, match="training"):
+        ncap.beff(model, x, y, training="yes")
+    with pytest.raises(TypeError, match="compiled"):
+        ncap.beff(model, x, y, compiled=1)
+    with pytest.raises(TypeError, match="seed"):
+        ncap.beff(model, x, y, training=True, seed=True)
+    with pytest.raises(ValueError, match="threads"):
+        ncap.beff(model, x, y, threads=-5)
 
 
 def test_closed_form_refuses_a_conv_probe():

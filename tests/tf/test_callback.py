@@ -1,4 +1,4 @@
-"""ncap.keras.BetaEff: beta_eff from the training step's own forward and backward pass."""
+"""ncap.keras.BetaEff, step protocol: beta_eff from the training step's own forward pass."""
 
 import os
 
@@ -12,7 +12,17 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from support.tf_helpers import MLP_LAYERS, conv_backbone, data, mlp, probe_model
+from support.tf_helpers import (
+    MLP_LAYERS,
+    batch_betas,
+    compiled,
+    conv_backbone,
+    data,
+    dense_backbone,
+    fit_data,
+    mlp,
+    probe_model,
+)
 
 import ncap
 from ncap.keras import BetaEff
@@ -20,26 +30,9 @@ from ncap.keras import BetaEff
 BATCH = 8
 
 
-def _compiled(model, lr=0.0, **kw):
-    # A float64 model gets a float64 loss (Keras' default loss computes in float32).
-    loss = keras.losses.SparseCategoricalCrossentropy(dtype=model.layers[-1].compute_dtype)
-    model.compile(optimizer=keras.optimizers.SGD(lr), loss=loss, **kw)
-    return model
-
-
-def _data(n):
-    # fit() hands float arrays to the model in Keras' floatx (float32): use float64 arrays that
-    # hold float32 values, so that the recomputation sees exactly what the training step saw.
-    x, y = data(n=n)
-    return x.astype("float64"), y
-
-
 def _expected(model, x, y, **kw):
     """beta of each batch in order, recomputed with ncap.beff (training mode: batch statistics)."""
-    return [
-        float(ncap.beff(model, x[i : i + BATCH], y[i : i + BATCH], training=True, **kw))
-        for i in range(0, len(x), BATCH)
-    ]
+    return batch_betas(model, x, y, BATCH, **kw)
 
 
 @pytest.mark.parametrize(
@@ -49,8 +42,8 @@ def _expected(model, x, y, **kw):
 )
 def test_records_every_step_from_the_training_step(compile_kw):
     # lr = 0 keeps the weights fixed, so each step's beta can be recomputed afterwards.
-    model = _compiled(probe_model(dtype="float64", dropout=0.0), **compile_kw)
-    x, y = _data(40)
+    model = compiled(probe_model(dtype="float64", dropout=0.0), **compile_kw)
+    x, y = fit_data(40)
     cb = BetaEff()
     hist = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, callbacks=[cb], verbose=0)
     expected = _expected(model, x, y)
@@ -62,21 +55,12 @@ def test_records_every_step_from_the_training_step(compile_kw):
 
 
 def test_every_and_sample_reduction():
-    model = _compiled(probe_model(dtype="float64", dropout=0.0), steps_per_execution=2)
-    x, y = _data(40)
+    model = compiled(probe_model(dtype="float64", dropout=0.0), steps_per_execution=2)
+    x, y = fit_data(40)
     cb = BetaEff(every=3, reduction="sample")
     model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, callbacks=[cb], verbose=0)
     assert cb.step_indices == [0, 3, 6, 9]
-    per_batch = [
-        float(
-            np.mean(
-                ncap.beff(
-                    model, x[i : i + BATCH], y[i : i + BATCH], training=True, reduction="sample"
-                ).value
-            )
-        )
-        for i in range(0, 40, BATCH)
-    ]
+    per_batch = batch_betas(model, x, y, BATCH, reduction="sample")
     expected = [per_batch[s % 5] for s in cb.step_indices]
     np.testing.assert_allclose(cb.step_values, expected, rtol=1e-9)
     np.testing.assert_allclose(
@@ -85,11 +69,63 @@ def test_every_and_sample_reduction():
 
 
 def test_named_probe_layers_of_a_user_model():
-    model = _compiled(mlp("tanh", dtype="float64", dropout=0.0))
-    x, y = _data(16)
+    model = compiled(mlp("tanh", dtype="float64", dropout=0.0))
+    x, y = fit_data(16)
     cb = BetaEff(layers=MLP_LAYERS)
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, callbacks=[cb], verbose=0)
     np.testing.assert_allclose(cb.step_values, _expected(model, x, y, layers=MLP_LAYERS), rtol=1e-9)
+
+
+def test_trainable_probe_layers_are_seen_as_the_forward_pass_saw_them():
+    """With trainable Dense and BatchNorm layers in the probe, the recorded beta is beta of the
+    batch before the optimizer update (the kernels and scales the forward pass used)."""
+    model = compiled(mlp("tanh", dtype="float64", dropout=0.0), lr=0.5)
+    x, y = fit_data(BATCH)
+    before = float(ncap.beff(model, x, y, training=True, layers=MLP_LAYERS))
+    kernel = model.get_layer("d1").kernel.numpy().copy()
+    cb = BetaEff(layers=MLP_LAYERS)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, callbacks=[cb], verbose=0)
+    assert np.abs(model.get_layer("d1").kernel.numpy() - kernel).max() > 1e-2  # it trained
+    after = float(ncap.beff(model, x, y, training=True, layers=MLP_LAYERS))
+    assert after != pytest.approx(before, rel=1e-3)
+    np.testing.assert_allclose(cb.step_values, [before], rtol=1e-9)
+
+
+def test_mixed_float16_loss_scale_overflows_do_not_reach_beta():
+    """Under the mixed_float16 policy the loss-scale optimizer overflows (and skips the update) in
+    the first step; every step's beta is still recorded, finite, and is beta of its batch."""
+    policy = keras.config.dtype_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = ncap.attach_probe(dense_backbone(), 3, hidden=(7, 6, 5), seed=1, dropout=0.0)
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+        x, y = data(n=64)
+        cb = BetaEff()
+        hist = model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, callbacks=[cb], verbose=0)
+        initial = model.optimizer.initial_scale
+        scale = float(model.optimizer.dynamic_scale.numpy())
+        expected = batch_betas(model, x, y, BATCH)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    assert keras.config.dtype_policy().name == policy.name
+    assert scale < initial  # the optimizer did overflow
+    assert np.all(np.isfinite(cb.step_values)) and np.isfinite(hist.history["beta_eff"][0])
+    assert len(cb.step_values) == 8 and cb.skipped_steps == 0
+    # float16 activations: the recorded and the recomputed values agree to float16 precision.
+    np.testing.assert_allclose(cb.step_values, expected, rtol=5e-2, atol=2e-3)
+
+
+def test_a_step_with_a_non_finite_beta_is_skipped_and_counted():
+    model = compiled(probe_model(dtype="float64", dropout=0.0))
+    x, y = fit_data(3 * BATCH)
+    expected = batch_betas(model, x, y, BATCH)[:2]
+    x[-1, 0] = np.nan  # the last batch's pass is NaN
+    cb = BetaEff()
+    hist = model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, callbacks=[cb], verbose=0)
+    np.testing.assert_allclose(hist.history["beta_eff"], [np.mean(expected)], rtol=1e-9)
+    np.testing.assert_allclose(cb.step_values, expected, rtol=1e-9)
+    assert cb.skipped_steps == 1 and cb.step_indices == [0, 1]
 
 
 def _twin_models():
@@ -105,10 +141,10 @@ def test_training_is_unchanged_by_the_callback():
     x, y = data(n=48, seed=2)
     a, b = _twin_models()
     keras.utils.set_random_seed(0)
-    _compiled(a, lr=0.1)
+    compiled(a, lr=0.1)
     ha = a.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, callbacks=[BetaEff()], verbose=0)
     keras.utils.set_random_seed(0)
-    _compiled(b, lr=0.1)
+    compiled(b, lr=0.1)
     hb = b.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     np.testing.assert_allclose(ha.history["loss"], hb.history["loss"], rtol=1e-5)
     for wa, wb in zip(a.get_weights(), b.get_weights(), strict=False):
@@ -117,8 +153,8 @@ def test_training_is_unchanged_by_the_callback():
 
 
 def test_plain_fit_after_the_callback_uses_keras_step_again():
-    model = _compiled(probe_model(dtype="float64", dropout=0.0), lr=0.01)
-    x, y = _data(16)
+    model = compiled(probe_model(dtype="float64", dropout=0.0), lr=0.01)
+    x, y = fit_data(16)
     model.fit(x, y, batch_size=BATCH, epochs=1, callbacks=[BetaEff()], verbose=0)
     assert "train_step" not in vars(model)
     hist = model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
@@ -129,7 +165,7 @@ def test_plain_fit_after_the_callback_uses_keras_step_again():
 
 
 def test_csv_logger_and_validation_see_beta(tmp_path):
-    model = _compiled(probe_model(), lr=0.01, metrics=["accuracy"])
+    model = compiled(probe_model(), lr=0.01, metrics=["accuracy"])
     x, y = data(n=32)
     path = tmp_path / "log.csv"
     model.fit(
@@ -148,7 +184,7 @@ def test_csv_logger_and_validation_see_beta(tmp_path):
 
 
 def test_conv_backbone_with_dropout_and_batchnorm_trains():
-    model = _compiled(ncap.attach_probe(conv_backbone(), 3, hidden=(8, 6, 5), seed=1), lr=0.05)
+    model = compiled(ncap.attach_probe(conv_backbone(), 3, hidden=(8, 6, 5), seed=1), lr=0.05)
     x = np.random.default_rng(0).normal(size=(32, 8, 8, 1)).astype("float32")
     y = np.random.default_rng(1).integers(0, 3, 32)
     cb = BetaEff()
@@ -163,7 +199,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="reduction"):
         BetaEff(reduction="mean")
     x, y = data(n=8, dtype="float64")
-    plain = _compiled(mlp("relu", dtype="float64"))
+    plain = compiled(mlp("relu", dtype="float64"))
     with pytest.raises(ValueError, match="no probe found"):
         plain.fit(x, y, epochs=1, callbacks=[BetaEff()], verbose=0)
     summed = probe_model()
@@ -172,9 +208,23 @@ def test_bad_input():
     )
     with pytest.raises(ValueError, match="sum_over_batch_size"):
         summed.fit(x, y, epochs=1, callbacks=[BetaEff()], verbose=0)
-    shallow = _compiled(mlp("relu", dtype="float64", widths=(4, 3)))
+    shallow = compiled(mlp("relu", dtype="float64", widths=(4, 3)))
     with pytest.raises(ValueError, match="three hidden layers"):
         shallow.fit(x, y, epochs=1, callbacks=[BetaEff(layers=["d0", "d1", "out"])], verbose=0)
+    assert "train_step" not in vars(shallow)
+
+
+def test_probe_the_closed_form_cannot_handle_is_refused():
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(5, name="d0")(inp)
+    h = keras.layers.LayerNormalization()(h)  # couples the units: not elementwise
+    h = keras.layers.Dense(4, activation="relu", name="d1")(h)
+    h = keras.layers.Dense(4, activation="relu", name="d2")(h)
+    model = compiled(keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="o")(h)))
+    x, y = data(n=8)
+    cb = BetaEff(layers=["d0", "d1", "d2", "o"])
+    with pytest.raises(ValueError, match="BetaEff needs the closed form.*LayerNormalization"):
+        model.fit(x, y, epochs=1, callbacks=[cb], verbose=0)
 
 
 _DISTRIBUTED = textwrap.dedent(
@@ -252,8 +302,8 @@ def test_mirrored_strategy_combines_replicas_exactly():
 def test_same_callback_over_several_fits_and_unknown_epoch_length():
     import tensorflow as tf
 
-    model = _compiled(probe_model(dtype="float64", dropout=0.0))
-    x, y = _data(24)
+    model = compiled(probe_model(dtype="float64", dropout=0.0))
+    x, y = fit_data(24)
     expected = _expected(model, x, y)
     cb = BetaEff()
     for _ in range(2):  # the second fit reuses the traced step
@@ -273,7 +323,7 @@ def test_model_with_its_own_train_step_is_refused():
 
     base = probe_model()
     model = Custom(base.input, base.output)
-    _compiled(model)
+    compiled(model)
     x, y = data(n=8)
     with pytest.raises(ValueError, match="overrides train_step"):
         model.fit(x, y, epochs=1, callbacks=[BetaEff()], verbose=0)

@@ -37,10 +37,51 @@ def is_cuda_array(x: Any) -> bool:
     return kind in _DL_CUDA
 
 
+def _not_float_error(name: str, dtype_name: str, *, complex_: bool, integral: bool) -> TypeError:
+    """The one message for a non-float dtype, whether NumPy's or a tensor library's."""
+    if complex_:
+        return TypeError(f"{name}: complex dtype {dtype_name} is not supported (beta_eff is real)")
+    if integral:
+        return TypeError(
+            f"{name}: expected a float32 or float64 array, got {dtype_name}; "
+            "activations, derivatives and gradients are real numbers, cast them explicitly"
+        )
+    return TypeError(f"{name}: expected a float32 or float64 array, got dtype {dtype_name}")
+
+
+def refuse_foreign_non_float(x: Any, name: str) -> None:
+    """Refuse a tensor whose own dtype says it is not floating, before touching its data.
+
+    TensorFlow aborts the process when a string, resource or variant tensor is
+    exported through DLPack, so the dtype is read first: ``tf.DType.is_floating``
+    and ``torch.dtype.is_floating_point`` (NumPy dtypes are checked later).
+    """
+    if type(x) is np.ndarray:
+        return
+    dtype = getattr(x, "dtype", None)
+    floating = getattr(dtype, "is_floating", None)
+    if floating is None:
+        floating = getattr(dtype, "is_floating_point", None)
+    if not isinstance(floating, bool) or floating:
+        return
+    raise _not_float_error(
+        name,
+        str(getattr(dtype, "name", dtype)),
+        complex_=bool(getattr(dtype, "is_complex", False)),
+        integral=bool(getattr(dtype, "is_integer", False) or getattr(dtype, "is_bool", False)),
+    )
+
+
+def is_ready_host_array(x: Any) -> bool:
+    """True for what the core reads as it is: an aligned 2-D float32/float64 ndarray."""
+    return type(x) is np.ndarray and x.ndim == 2 and x.dtype in _FAST_DTYPES and x.flags.aligned
+
+
 def to_host_array(x: Any, name: str) -> np.ndarray:
     """A NumPy view of ``x`` (no copy where possible), checked to be a 2-D float array."""
-    if type(x) is np.ndarray and x.dtype in _FAST_DTYPES and x.ndim == 2 and x.flags.aligned:
-        return x  # the common case, kept cheap: ncap.beff runs every training step
+    if is_ready_host_array(x):
+        return x
+    refuse_foreign_non_float(x, name)
     if isinstance(x, np.ndarray):
         arr = x
     elif hasattr(x, "__dlpack__") and not isinstance(x, (list, tuple)):
@@ -60,15 +101,11 @@ def _checked_float_2d(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.dtype == object:
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype=object (ragged?)")
     kind = arr.dtype.kind
-    if kind in "biu":
-        raise TypeError(
-            f"{name}: expected a float32 or float64 array, got {arr.dtype}; "
-            "activations, derivatives and gradients are real numbers, cast them explicitly"
-        )
-    if kind == "c":
-        raise TypeError(f"{name}: complex dtype {arr.dtype} is not supported (beta_eff is real)")
+    if arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (TensorFlow, JAX): kind "V"
+        arr = arr.astype(np.float32)  # widening is exact
+        kind = "f"
     if kind != "f":
-        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
+        raise _not_float_error(name, str(arr.dtype), complex_=kind == "c", integral=kind in "biu")
     if arr.ndim != 2:
         raise ValueError(
             f"{name}: expected a 2-D array of shape (batch, width), "

@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from .convert import as_layer_list, check_layer_counts, is_cuda_array, to_host_array
+from .convert import (
+    as_layer_list,
+    check_layer_counts,
+    is_cuda_array,
+    is_ready_host_array,
+    refuse_foreign_non_float,
+    to_host_array,
+)
 from .result import BetaResult, assemble
 from .spec import MIN_BETA_LAYERS, MIN_DEGREE_LAYERS, Reduction, check_reduction, check_threads
 
@@ -34,6 +41,17 @@ def _prepare(acts: Any, derivs: Any, grads: Any, min_layers: int):
     derivs = as_layer_list(derivs, "derivs")
     grads = as_layer_list(grads, "grads")
     check_layer_counts(acts, derivs, grads, min_layers)
+    if (
+        all(map(is_ready_host_array, acts))
+        and all(map(is_ready_host_array, derivs))
+        and all(map(is_ready_host_array, grads))
+    ):
+        from .. import _core  # the common case, kept cheap: ncap.beff runs every training step
+
+        return _core, "cpu", acts, derivs, grads
+    for part, arrays in (("acts", acts), ("derivs", derivs), ("grads", grads)):
+        for i, x in enumerate(arrays):  # before any DLPack call: TF aborts on string tensors
+            refuse_foreign_non_float(x, f"{part}[{i}]")
     backend, device = _backend(acts, derivs, grads)
     if device == "cpu":
         acts = [to_host_array(a, f"acts[{i}]") for i, a in enumerate(acts)]

@@ -20,16 +20,22 @@ trained (a Dask worker) and may still fail, which ``select`` reports per candida
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .adapt import InputAdaptation, plan_adaptation
+
 # Smallest input side keras.applications accept (include_top=False); 32 for the rest.
 _MIN_SIDE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
+#: Pixel range the built-in example's backbones were pre-trained on (digits / 16).
+EXAMPLE_PIXELS = (0.0, 1.0)
 _APP_PREFIXES = ("keras.applications.", "tf.keras.applications.", "applications.")
 
 
@@ -64,28 +70,77 @@ def safe_name(name: str) -> str:
     return s or "candidate"
 
 
+def application_names() -> list[str]:
+    """Every backbone constructor in ``keras.applications`` (MobileNetV2, ResNet50, ...)."""
+    import keras
+
+    return sorted(
+        n
+        for n in dir(keras.applications)
+        if n[:1].isupper() and callable(getattr(keras.applications, n))
+    )
+
+
 def _application_name(s: str) -> str | None:
     for p in _APP_PREFIXES:
         if s.startswith(p):
             s = s[len(p) :]
             break
-    import keras
-
-    obj = getattr(keras.applications, s, None)
-    return s if s[:1].isupper() and callable(obj) else None
+    return s if s in application_names() else None
 
 
-def _import_callable(s: str) -> Callable[..., Any] | None:
+def _close_names(s: str) -> list[str]:
+    """keras.applications and example names close to ``s`` (a typo like ResNet5O)."""
+    from .example import POOL_BY_NAME
+
+    apps = application_names()
+    by_lower = {a.lower(): a for a in apps}
+    if s.lower() in by_lower:
+        return [by_lower[s.lower()]]
+    if s in POOL_BY_NAME:
+        return [f"example:{s}"]
+    close = difflib.get_close_matches(s.lower(), list(by_lower), n=3, cutoff=0.75)
+    return [by_lower[c] for c in close]
+
+
+def _import_callable(s: str) -> Callable[..., Any]:
+    """The callable ``module:function`` names; a distinct error for each way it can fail."""
     mod, _, attr = s.partition(":")
-    if not mod or not attr or os.sep in mod:
-        return None
+    if not mod or not attr:
+        raise ValueError(f"candidates: {s!r}: write a callable as 'module:function'")
     try:
         obj: Any = importlib.import_module(mod)
-    except ImportError:
-        return None
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-    return obj if callable(obj) else None
+    except ModuleNotFoundError as err:
+        if err.name is not None and (mod == err.name or mod.startswith(err.name + ".")):
+            raise ValueError(
+                f"candidates: {s!r}: no module named {err.name!r} (looked in the working "
+                f"directory {os.getcwd()} and on sys.path; a module is a file "
+                f"{mod.replace('.', os.sep)}.py or a package folder)"
+            ) from err
+        raise ValueError(
+            f"candidates: {s!r}: importing module {mod!r} failed: {type(err).__name__}: {err}"
+        ) from err
+    except Exception as err:  # the module's own code failed: show why
+        raise ValueError(
+            f"candidates: {s!r}: importing module {mod!r} failed: {type(err).__name__}: {err}"
+        ) from err
+    where = getattr(obj, "__file__", None) or mod
+    for i, part in enumerate(attr.split(".")):
+        if not hasattr(obj, part):
+            owner = ".".join([mod, *attr.split(".")[:i]])
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(
+                f"candidates: {s!r}: {owner} ({where}) has no attribute {part!r}{hint}"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(
+            f"candidates: {s!r}: {mod}.{attr} is a {type(obj).__name__}, not a callable "
+            "returning a backbone"
+        )
+    return obj
 
 
 def _one(item: Any, weights: Any, preprocess: bool) -> CandidateSpec:
@@ -135,6 +190,9 @@ def _one(item: Any, weights: Any, preprocess: bool) -> CandidateSpec:
             return CandidateSpec(name=safe_name(base), kind="saved", source=os.path.abspath(s))
         if s.endswith((".keras", ".h5")) or os.sep in s:
             raise ValueError(f"candidates: no such model file {s!r}")
+        if ":" in s:
+            fn = _import_callable(s)
+            return CandidateSpec(name=safe_name(s.partition(":")[2]), kind="callable", source=fn)
         app = _application_name(s)
         if app is not None:
             return CandidateSpec(
@@ -144,12 +202,12 @@ def _one(item: Any, weights: Any, preprocess: bool) -> CandidateSpec:
                 weights=weights,
                 preprocess=preprocess,
             )
-        fn = _import_callable(s)
-        if fn is not None:
-            return CandidateSpec(name=safe_name(s.partition(":")[2]), kind="callable", source=fn)
+        close = _close_names(s)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(
-            f"candidates: {s!r} is not a keras.applications name, a saved model path, "
-            "'module:function', or 'example:NAME'"
+            f"candidates: {s!r} is not a keras.applications name{hint}; a candidate is a "
+            "keras.applications name (MobileNetV2, ...), a saved model file (.keras, .h5), "
+            "'module:function' or 'example:NAME'"
         )
     if callable(item):
         name = getattr(item, "__name__", None) or type(item).__name__
@@ -195,6 +253,46 @@ def parse_candidates(
     return out
 
 
+def application_input_shape(spec: CandidateSpec, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The input shape a keras.applications candidate is built with for this data."""
+    if len(data_shape) != 3:
+        raise ValueError(
+            f"candidate {spec.name!r}: keras.applications need images (H, W, C), "
+            f"the data has samples of shape {tuple(data_shape)}"
+        )
+    side = _MIN_SIDE.get(spec.source, 32)
+    h, w = spec.input_size or (max(data_shape[0], side), max(data_shape[1], side))
+    return (h, w, 3)
+
+
+def adaptation(
+    spec: CandidateSpec,
+    data_shape: tuple[int, ...],
+    model_shape: tuple[Any, ...],
+    pixels: tuple[float, float] | None = None,
+) -> InputAdaptation:
+    """The steps that feed the data to this candidate (see :mod:`.adapt`)."""
+    app = spec.kind == "application"
+    return plan_adaptation(
+        spec.name,
+        tuple(data_shape),
+        tuple(model_shape),
+        application=spec.source if app else None,
+        preprocess=spec.preprocess,
+        pixels=pixels,
+        expects=EXAMPLE_PIXELS if spec.kind == "example" else None,
+    )
+
+
+def planned_adaptation(
+    spec: CandidateSpec, data_shape: tuple[int, ...], pixels: tuple[float, float] | None
+) -> InputAdaptation | None:
+    """The adaptation known before building (keras.applications), or None (known once built)."""
+    if spec.kind != "application":
+        return None
+    return adaptation(spec, data_shape, application_input_shape(spec, data_shape), pixels)
+
+
 def _raw_backbone(spec: CandidateSpec, data_shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
     """The backbone as given, and the input shape it will be fed (after resizing)."""
     import keras
@@ -221,24 +319,17 @@ def _raw_backbone(spec: CandidateSpec, data_shape: tuple[int, ...]) -> tuple[Any
             )
         return m, tuple(m.input_shape[1:])
     if spec.kind == "application":
-        if len(data_shape) != 3:
-            raise ValueError(
-                f"candidate {spec.name!r}: keras.applications need images (H, W, C), "
-                f"the data has samples of shape {data_shape}"
-            )
-        side = _MIN_SIDE.get(spec.source, 32)
-        h, w = spec.input_size or (max(data_shape[0], side), max(data_shape[1], side))
+        shape = application_input_shape(spec, data_shape)
         cls = getattr(keras.applications, spec.source)
-        m = cls(include_top=False, weights=spec.weights, input_shape=(h, w, 3), pooling="avg")
-        return m, (h, w, 3)
+        m = cls(include_top=False, weights=spec.weights, input_shape=shape, pooling="avg")
+        return m, shape
     raise ValueError(f"candidate {spec.name!r}: unknown kind {spec.kind!r}")
 
 
-def _preprocess_layer(app: str) -> Any:
+def _preprocess_layer(module_name: str) -> Any:
     import keras
 
-    module = importlib.import_module(getattr(keras.applications, app).__module__)
-    fn = module.preprocess_input
+    fn = importlib.import_module(module_name).preprocess_input
 
     class Preprocess(keras.layers.Layer):  # preprocess_input wants concrete tensors
         def call(self, x: Any) -> Any:
@@ -247,45 +338,171 @@ def _preprocess_layer(app: str) -> Any:
     return Preprocess(name="preprocess")
 
 
-def build_backbone(spec: CandidateSpec, data_shape: tuple[int, ...]) -> Any:
+def build_adapted_backbone(
+    spec: CandidateSpec,
+    data_shape: tuple[int, ...],
+    pixels: tuple[float, float] | None = None,
+) -> tuple[Any, InputAdaptation]:
     """The candidate as a Keras model from the data's samples to a flat feature vector.
 
-    Resizes images and converts grey to RGB (or RGB to grey) when the backbone
-    wants another input shape; pools spatial feature maps to a vector.
+    Resizes images, converts grey to RGB (or RGB to grey), brings pixels to the
+    0..255 that keras.applications expect (``pixels``: the data's min and max)
+    and applies their ``preprocess_input``, as :func:`adaptation` plans; pools
+    spatial feature maps to a vector. Returns the model and the plan.
     """
     import keras
 
     model, want = _raw_backbone(spec, tuple(data_shape))
     if spec.input_size and spec.kind != "application":
         want = (*spec.input_size, *want[2:]) if len(want) == 3 else want
+    plan = adaptation(spec, data_shape, want, pixels)
     inp = keras.Input(tuple(data_shape), name="input")
     h = inp
-    if tuple(want) != tuple(data_shape):
-        if len(want) != 3 or len(data_shape) != 3:
-            raise ValueError(
-                f"candidate {spec.name!r}: the backbone takes inputs of shape {want}, "
-                f"the data has {tuple(data_shape)} and cannot be adapted"
-            )
-        wh, ww, wc = want
-        if (wh, ww) != tuple(data_shape[:2]) and wh is not None and ww is not None:
-            h = keras.layers.Resizing(wh, ww, name="resize")(h)
-        c = data_shape[2]
-        if wc is not None and wc != c:
-            if c == 1:
-                h = keras.layers.Concatenate(name="grey_to_rgb")([h] * wc)
-            elif wc == 1:
-                h = keras.layers.Lambda(
-                    lambda t: keras.ops.mean(t, axis=-1, keepdims=True), name="to_grey"
-                )(h)
-            else:
-                raise ValueError(
-                    f"candidate {spec.name!r}: the backbone wants {wc} channels, the data has {c}"
-                )
-    if spec.kind == "application" and spec.preprocess:
-        h = _preprocess_layer(spec.source)(h)
+    if plan.resize is not None:
+        h = keras.layers.Resizing(*plan.resize, name="resize")(h)
+    if plan.channels == "grey_to_rgb":
+        h = keras.layers.Concatenate(name="grey_to_rgb")([h] * int(want[2]))
+    elif plan.channels == "to_grey":
+        h = keras.layers.Lambda(
+            lambda t: keras.ops.mean(t, axis=-1, keepdims=True), name="to_grey"
+        )(h)
+    if plan.rescale is not None:
+        h = keras.layers.Rescaling(*plan.rescale, name="rescale_pixels")(h)
+    if plan.preprocess is not None:
+        h = _preprocess_layer(plan.preprocess)(h)
     h = model(h)
     if len(h.shape) == 4:
         h = keras.layers.GlobalAveragePooling2D(name="pool_features")(h)
     elif len(h.shape) != 2:
         h = keras.layers.Flatten(name="flatten_features")(h)
-    return keras.Model(inp, h, name=f"backbone_{spec.name}".replace("-", "_").replace(".", "_"))
+    name = f"backbone_{spec.name}".replace("-", "_").replace(".", "_")
+    return keras.Model(inp, h, name=name), plan
+
+
+def build_backbone(
+    spec: CandidateSpec,
+    data_shape: tuple[int, ...],
+    pixels: tuple[float, float] | None = None,
+) -> Any:
+    """The model of :func:`build_adapted_backbone`, without the plan."""
+    return build_adapted_backbone(spec, data_shape, pixels)[0]
+
+
+# --- weights, checked before any training -------------------------------------------
+
+
+class _WeightsRequest(Exception):  # noqa: N818 - a signal, not an error
+    """Raised from inside a keras.applications constructor: the weights file it asked for."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__("weights requested")
+        self.fname = kwargs.get("fname", args[0] if args else None)
+        self.origin = kwargs.get("origin", args[1] if len(args) > 1 else None)
+        self.cache_subdir = kwargs.get("cache_subdir", "models")
+        self.cache_dir = kwargs.get("cache_dir")
+        self.args_, self.kwargs_ = args, kwargs
+
+
+def keras_cache_dir() -> str:
+    """Keras' download cache (``$KERAS_HOME`` or ``~/.keras``), as ``keras.utils.get_file`` uses."""
+    try:
+        from keras.src.backend.config import keras_home
+
+        home = keras_home()
+    except ImportError:  # a Keras without that private helper: its documented default
+        home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    home = os.path.expanduser(home)
+    return home if os.access(home, os.W_OK) else os.path.join("/tmp", ".keras")
+
+
+def _imagenet_request(spec: CandidateSpec, shape: tuple[int, ...]) -> _WeightsRequest | None:
+    """The weights file Keras would fetch for this candidate (builds it, loads nothing)."""
+    import keras
+    from keras.src.utils import file_utils
+
+    real = file_utils.get_file
+
+    def intercept(*args: Any, **kwargs: Any) -> str:
+        raise _WeightsRequest(args, kwargs)
+
+    file_utils.get_file = intercept
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "weights for 224x224 will be loaded"
+            getattr(keras.applications, spec.source)(
+                include_top=False, weights="imagenet", input_shape=shape, pooling="avg"
+            )
+    except _WeightsRequest as req:
+        return req
+    except ValueError as err:  # the family refuses this input size with ImageNet weights
+        raise ValueError(f"candidate {spec.name!r} with ImageNet weights: {err}") from None
+    finally:
+        file_utils.get_file = real
+        keras.backend.clear_session()
+    return None
+
+
+def _weights_hint(spec: CandidateSpec) -> str:
+    return (
+        "or pass --weights PATH (weights= in Python) to a weights file, or leave it out "
+        "for random initialisation"
+    )
+
+
+def check_weights(
+    specs: Iterable[CandidateSpec], data_shape: tuple[int, ...], *, download: bool = True
+) -> list[str]:
+    """Check every keras.applications candidate's weights before any training.
+
+    A weights path must be a file; ``"imagenet"`` needs the file in Keras' cache
+    (:func:`keras_cache_dir`), fetched here once when ``download`` (workers then
+    read the cache). Returns notes for the run header.
+
+    Raises:
+        ValueError: one line naming the candidate, the file, and what to do.
+    """
+    from keras.src.utils import file_utils
+
+    notes: list[str] = []
+    for spec in specs:
+        if spec.kind != "application" or spec.weights is None:
+            continue
+        w = spec.weights
+        if isinstance(w, str) and w == "imagenet":
+            req = _imagenet_request(spec, application_input_shape(spec, data_shape))
+            if req is None or not req.fname:
+                continue
+            base = os.path.expanduser(req.cache_dir) if req.cache_dir else keras_cache_dir()
+            path = os.path.join(base, req.cache_subdir, req.fname)
+            if os.path.isfile(path):
+                continue
+            if not download:
+                raise ValueError(
+                    f"weights: {spec.name}'s ImageNet weights are not in Keras' cache ({path}): "
+                    f"put the file there (it is {req.origin}), {_weights_hint(spec)}"
+                )
+            try:
+                file_utils.get_file(*req.args_, **req.kwargs_)
+            except Exception as err:  # offline, proxy, disk: one line, then stop
+                why = " ".join(str(err).split())
+                # Keras says "URL fetch failure on URL: ... -- REASON": the reason is enough.
+                why = why.rsplit(" -- ", 1)[-1] if " -- " in why else f"{type(err).__name__}: {why}"
+                raise ValueError(
+                    f"weights: {spec.name}'s ImageNet weights are not in Keras' cache ({path}) "
+                    f"and downloading them failed ({why}): put the file there (it is "
+                    f"{req.origin}), {_weights_hint(spec)}"
+                ) from None
+            notes.append(f"downloaded {spec.name}'s ImageNet weights to {path}")
+        elif isinstance(w, (str, os.PathLike)):
+            if not os.path.isfile(os.fspath(w)):
+                raise ValueError(
+                    f"weights: {spec.name}: no such weights file {os.fspath(w)!r}; give "
+                    "--weights imagenet or the path of a weights file (.h5, .weights.h5), "
+                    "or leave --weights out for random initialisation"
+                )
+        else:
+            raise TypeError(
+                f"weights: {spec.name}: expected None, 'imagenet' or a file path, "
+                f"got {type(w).__name__}"
+            )
+    return notes

@@ -1,7 +1,11 @@
 """The ``ncap`` command line: ``ncap select`` ranks candidate backbones for a dataset.
 
 ``ncap select`` with no arguments runs the built-in example (digits 0-4 ->
-5-9, eight small backbones, evaluation mode) and prints the ranked table.
+5-9, the pool of small backbones, evaluation mode) and prints the ranked table.
+
+Exit status: 0 every candidate ran; 1 some candidates failed (the report says
+why); 2 a usage error (bad arguments, data, candidates or weights: nothing was
+trained); 130 interrupted (the finished candidates are saved; ``--resume``).
 """
 
 from __future__ import annotations
@@ -14,17 +18,42 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..arrays.spec import check_hidden
-from .settings import check_dropout, check_int, check_learning_rate
+from .scoring import BETA_PROTOCOLS
+from .settings import check_dropout, check_int, check_learning_rate, check_timeout
+from .tf_quiet import SHOW_ENV, quiet_tensorflow
 
+EXIT_OK = 0
+EXIT_FAILED = 1  # some candidates failed
 EXIT_USAGE = 2
-EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
-_EPILOG = """\
-candidates:
-  keras.applications names (MobileNetV2, ResNet50, ...; built with include_top=False,
-  pooling="avg" and --weights), saved Keras backbones (.keras/.h5, without the
-  classifier), module:function callables returning a backbone, or example:NAME.
-  No candidates and no --data: the built-in example (digits 0-4 -> 5-9).
+
+def _epilog() -> str:
+    from .example import POOL
+
+    names = ", ".join(f"example:{b.name}" for b in POOL)
+    return f"""\
+candidates (any mix):
+  MobileNetV2, ResNet50, ...   keras.applications (include_top=False, pooling="avg"),
+                               RANDOMLY INITIALISED unless --weights imagenet or a file
+  path/net.keras, net.h5       a saved Keras backbone without its classifier
+  mymodule:build               a function returning a backbone (mymodule.py in the
+                               working directory or on sys.path; may take input_shape=)
+  example:NAME                 a backbone of the built-in example: {names}
+  No candidates and no --data: the whole built-in example pool on digits 0-4 -> 5-9.
+  Inputs are adapted to each backbone (resize, grey<->RGB, pixels to 0..255 and
+  preprocess_input for keras.applications); every step is printed and recorded.
+
+data:
+  an .npz with x_train, y_train, x_val, y_val (x_test, y_test for --truth-epochs), or an
+  image folder: either train/, val/ (or validation/) and optional test/, each with one
+  sub-folder per class, or just one sub-folder per class (split 60/20/20, stratified).
+
+output (in --out, default ncap-runs/DATE-TIME):
+  report.json (fields: docs/REPORT.md), report.csv (the ranking table), plots/*.png,
+  candidates/NAME.json (each written when that candidate finishes; --resume reuses them).
+
+exit status: 0 all candidates ran, 1 some failed, 2 usage error, 130 interrupted.
 
 examples:
   ncap select                                    # built-in example, evaluation mode
@@ -103,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune each candidate for a few epochs with ncap's probe, predict its "
         "final accuracy from beta_eff, and rank; baselines (last seen, best seen, curve "
         "extrapolation, LogME) are shown beside it.",
-        epilog=_EPILOG,
+        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument(
@@ -136,7 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--truth-epochs",
         type=_positive("truth epochs", 1),
         metavar="N",
-        help="evaluation mode: train on to epoch N and record the test accuracy (example: 50)",
+        help="evaluation mode: train on to epoch N and record the test accuracy (example: 30)",
+    )
+    g.add_argument(
+        "--truth-seeds",
+        type=_positive("truth seeds", 1),
+        default=1,
+        metavar="N",
+        help="evaluation mode: fine-tune each candidate with N seeds (--seed, --seed + 1, ...); "
+        "methods are judged against the mean truth and the report gives the Spearman rho "
+        "between the seeds' truths, the seed-noise ceiling (default 1)",
+    )
+    g.add_argument(
+        "--beta",
+        choices=BETA_PROTOCOLS,
+        default="step",
+        help="per-epoch beta_eff: step (default, free: mean over the epoch's training steps), "
+        "epoch (the paper's: a pass over the training set in inference mode after each epoch, "
+        "about 1.3x an epoch's cost), both (record both; the report shows both predictors)",
     )
     g.add_argument(
         "--final-epoch",
@@ -170,7 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LR",
         help="Adam learning rate (default 0.001)",
     )
-    g.add_argument("--seed", type=_positive("seed", 0), default=0)
+    g.add_argument(
+        "--seed",
+        type=_positive("seed", 0),
+        default=0,
+        metavar="N",
+        help="random seed of fine-tuning: backbone (when randomly initialised) and probe "
+        "weights, batch order, dropout; the same seed gives the same records (default 0; "
+        "an image folder's split does not change with it)",
+    )
     g.add_argument(
         "--hidden",
         type=_checked(_widths, check_hidden),
@@ -187,8 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--weights",
         metavar="W",
-        help="weights for keras.applications candidates: imagenet or a file "
-        "(default: random initialisation)",
+        help="weights of keras.applications candidates: imagenet (from Keras' cache "
+        "~/.keras/models, fetched once if missing) or a weights file; checked before any "
+        "training (default: random initialisation, which ranks architectures, not "
+        "pre-training)",
     )
     g.add_argument(
         "--no-preprocess",
@@ -215,13 +271,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive("threads", 1),
         metavar="N",
-        help="TensorFlow threads per Dask worker (default cores / workers)",
+        help="TensorFlow threads per candidate, in this process or a worker (default 1; fixed, "
+        "so that the results do not depend on --workers)",
+    )
+    r.add_argument(
+        "--candidate-timeout",
+        type=_checked(_number("candidate timeout"), check_timeout),
+        metavar="SECONDS",
+        help="stop a candidate still running SECONDS after it started and report it as "
+        "timed out; the run goes on (candidates then run in worker processes, also with "
+        "--workers 1)",
+    )
+    r.add_argument(
+        "--retries",
+        type=_positive("retries", 0),
+        default=0,
+        metavar="N",
+        help="with Dask: run a candidate again (up to N times) when its worker dies while it "
+        "runs (default 0: reported as failed); one only queued on that worker always runs again",
     )
     r.add_argument(
         "--resume", action="store_true", help="skip candidates already finished in --out"
     )
     r.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    r.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only the ranking and each method's pick (no header, progress or table)",
+    )
+    r.add_argument(
+        "--tf-log",
+        action="store_true",
+        help="show TensorFlow's own log lines (hidden when it finds no GPU)",
+    )
     return p
 
 
@@ -255,11 +338,14 @@ def _select(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "(the built-in pool only fits the built-in example)"
         )
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .data import load_image_directory
-    from .pipeline import select
-
+    _working_directory_on_path()
+    if args.tf_log:
+        os.environ[SHOW_ENV] = "1"
     try:
+        quiet_tensorflow()  # before anything imports TensorFlow (see tf_quiet.py)
+        from .data import load_image_directory
+        from .pipeline import select
+
         data = args.data
         if data is not None and os.path.isdir(data):
             data = load_image_directory(data, image_size=args.image_size)
@@ -282,6 +368,10 @@ def _select(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             workers=args.workers,
             scheduler=args.scheduler,
             threads=args.threads,
+            candidate_timeout=args.candidate_timeout,
+            retries=args.retries,
+            beta=args.beta,
+            truth_seeds=args.truth_seeds,
             resume=args.resume,
             plots=not args.no_plots,
             progress=not args.quiet,
@@ -289,9 +379,34 @@ def _select(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (ValueError, TypeError) as err:
         print(f"ncap select: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print(report.table())
-    ok = sum(c.ok for c in report.candidates)
-    return 0 if ok else EXIT_FAILED
+    except KeyboardInterrupt as err:  # one line, not TensorFlow's 60 frames
+        print(f"ncap select: {_interrupted(err)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(report.summary() if args.quiet else report.table())
+    return EXIT_OK if all(c.ok for c in report.candidates) else EXIT_FAILED
+
+
+def _interrupted(err: KeyboardInterrupt) -> str:
+    """What Ctrl-C left: how many candidates are saved where, and how to go on."""
+    from .runner import RunInterrupted
+
+    if isinstance(err, RunInterrupted) and err.out is not None:
+        return (
+            f"interrupted: {err.saved} of {err.total} candidates saved in {err.out}; "
+            f"rerun with --resume --out {err.out} to continue"
+        )
+    return "interrupted before training began"
+
+
+def _working_directory_on_path() -> None:
+    """Let ``module:function`` candidates import from the working directory, as ``python -m``.
+
+    A console script's ``sys.path`` starts with the script's own folder, not the
+    working directory, so ``ncap select mybb:net`` could not import ``mybb.py``.
+    """
+    cwd = os.getcwd()
+    if not any(p in ("", cwd) for p in sys.path):
+        sys.path.insert(0, cwd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

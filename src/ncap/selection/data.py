@@ -31,10 +31,9 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
             f"data: {path!r} lacks {missing}; an .npz needs {list(SPLITS)} "
             "(x_test/y_test optional without truth)"
         )
-    num_classes = int(arrays["num_classes"]) if "num_classes" in arrays else 0
     return Dataset(
         **{k: arrays.get(k) for k in SPLITS},
-        num_classes=num_classes,
+        num_classes=arrays.get("num_classes", 0),  # Dataset checks it (a 0-d array from .npz)
         name=os.path.basename(path),
     )
 
@@ -144,7 +143,7 @@ def resolve_data(data: Any, **options: Any) -> Dataset:
             raise ValueError(f"data: missing {missing}")
         return Dataset(
             **{k: data.get(k) for k in SPLITS},
-            num_classes=int(data.get("num_classes", 0)),
+            num_classes=data.get("num_classes", 0),
             name=str(data.get("name", "arrays")),
         )
     if isinstance(data, (str, os.PathLike)):

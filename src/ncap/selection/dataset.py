@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+#: Labels above this are refused before any cast (it is exact in float64 and int64).
+MAX_LABEL = 2**53
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
-    num_classes: int = 0
+    num_classes: int = 0  # 0: the labels say (max + 1); validated, see _check_classes
     name: str = "data"
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -47,6 +49,8 @@ class Dataset:
                 x = x[..., None]
             if not np.issubdtype(x.dtype, np.number):
                 raise TypeError(f"data: {xn} must be numeric, got dtype {x.dtype}")
+            if np.issubdtype(x.dtype, np.complexfloating):  # a cast would drop the imaginary part
+                raise TypeError(f"data: {xn} is complex ({x.dtype}); ncap needs real-valued inputs")
             x = x.astype(np.float32, copy=False)
             if not np.all(np.isfinite(x)):
                 raise ValueError(f"data: {xn} contains NaN or Inf")
@@ -60,16 +64,10 @@ class Dataset:
         shapes = {x.shape[1:] for x in (self.x_train, self.x_val, self.x_test) if x is not None}
         if len(shapes) != 1:
             raise ValueError(f"data: the splits have different sample shapes {sorted(shapes)}")
-        seen = (
-            int(max(int(y.max()) for y in (self.y_train, self.y_val, self.y_test) if y is not None))
-            + 1
+        labels = [y for y in (self.y_train, self.y_val, self.y_test) if y is not None]
+        object.__setattr__(
+            self, "num_classes", _check_classes(labels, _num_classes(self.num_classes))
         )
-        if self.num_classes == 0:
-            object.__setattr__(self, "num_classes", seen)
-        elif seen > self.num_classes:
-            raise ValueError(f"data: labels go up to {seen - 1} but num_classes={self.num_classes}")
-        if self.num_classes < 2:
-            raise ValueError(f"data: need at least 2 classes, got {self.num_classes}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -93,6 +91,51 @@ class Dataset:
         }
 
 
+def _num_classes(value: Any) -> int:
+    """``num_classes`` as given (0: count the labels): one integer, also a 0-d array from .npz."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 0:
+            raise TypeError(
+                f"data: num_classes must be one integer, got an array of shape {value.shape}"
+            )
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"data: num_classes must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"data: num_classes must be >= 0 (0: count the labels), got {value}")
+    return int(value)
+
+
+def _check_classes(labels: list[np.ndarray], num_classes: int) -> int:
+    """The number of classes K; the labels must be 0..K-1 and K at most the training samples.
+
+    The bound keeps a stray label (10**7) from making a classifier of ten million
+    classes; without ``num_classes``, every class 0..K-1 must occur somewhere.
+    """
+    top = max(int(y.max()) for y in labels)
+    n_train = len(labels[0])
+    if num_classes and top >= num_classes:
+        raise ValueError(f"data: labels go up to {top} but num_classes={num_classes}")
+    k = num_classes or top + 1
+    if k > n_train:
+        given = f"num_classes={k}" if num_classes else f"labels up to {top}, so {k} classes,"
+        raise ValueError(
+            f"data: {given} but only {n_train} training samples; class labels must be "
+            "0..K-1 with K at most the number of training samples"
+        )
+    if not num_classes:
+        unused = np.setdiff1d(np.arange(k), np.unique(np.concatenate(labels)))
+        if len(unused):
+            raise ValueError(
+                f"data: the labels are not 0..{k - 1}: {len(unused)} of those classes never "
+                f"occur (e.g. {', '.join(str(v) for v in unused[:5])}); number the classes "
+                "0..K-1 or pass num_classes"
+            )
+    if k < 2:
+        raise ValueError(f"data: need at least 2 classes, got {k}")
+    return k
+
+
 def _as_labels(y: np.ndarray, name: str) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot
         y = np.argmax(y, axis=1)
@@ -104,7 +147,12 @@ def _as_labels(y: np.ndarray, name: str) -> np.ndarray:
             raise ValueError(f"data: {name} must hold integer class labels")
     elif not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"data: {name} must hold integer class labels, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    if len(y) and y.min() < 0:
-        raise ValueError(f"data: {name} has negative labels")
-    return y
+    if len(y):  # range before the cast: 1e30 or 2**64-1 must not wrap to another number
+        if y.min() < 0:
+            raise ValueError(f"data: {name} has negative labels (the smallest is {y.min()})")
+        if y.max() > MAX_LABEL:
+            raise ValueError(
+                f"data: {name} holds the label {y.max():g}, not a class index (labels are "
+                "0..K-1 with K at most the number of training samples)"
+            )
+    return y.astype(np.int64)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ class TrainSettings:
     hidden: tuple[int, ...]
     dropout: float
     threads: int = 0  # TF intra-op threads in a worker; 0 leaves TensorFlow's default
+    beta: str = "step"  # per-epoch beta protocol: "step", "epoch" or "both" (SPEC section 6)
+    truth_seeds: int = 1  # evaluation mode: fine-tune with seeds seed .. seed + n - 1 for the truth
 
     @property
     def train_epochs(self) -> int:
@@ -65,17 +68,23 @@ def data_fingerprint(data: Dataset) -> str:
     return h.hexdigest()[:20]
 
 
-def _limit_threads(threads: int) -> None:
-    """Cap TensorFlow's thread pools (several workers share the cores)."""
-    if threads <= 0:
-        return
+def _limit_threads(threads: int) -> int:
+    """Set TensorFlow's thread pools and op determinism; return the intra-op threads in use.
+
+    The thread count changes float sums and so the training, so it is a run
+    setting, never derived from the worker count. Op determinism makes a run
+    repeat exactly with the same threads. 0 returned: TensorFlow's default.
+    """
     import tensorflow as tf
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
-    except RuntimeError:  # TensorFlow already initialised in this process: keep its pools
-        pass
+    if threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already initialised in this process: keep its pools
+            pass
+    tf.config.experimental.enable_op_determinism()
+    return int(tf.config.threading.get_intra_op_parallelism_threads())
 
 
 def _batched(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -119,20 +128,23 @@ def finetune_candidate(
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     try:
-        _limit_threads(settings.threads)
+        tf_threads = _limit_threads(settings.threads)
         import keras
 
         import ncap
         from ncap.tf import BetaEff
 
-        from .candidates import build_backbone
+        from .adapt import pixel_range
+        from .candidates import build_adapted_backbone
         from .logme import logme
 
         stage = "build"
         keras.backend.clear_session()  # one candidate's graphs must not pile up on the next
         keras.utils.set_random_seed(settings.seed)
         t = time.perf_counter()
-        backbone = build_backbone(spec, data.input_shape)
+        backbone, adapted = build_adapted_backbone(
+            spec, data.input_shape, pixel_range(data.x_train)
+        )
         timing["build_s"] = time.perf_counter() - t
 
         stage = "logme"  # on the features before any fine-tuning (You et al. 2021)
@@ -162,7 +174,16 @@ def finetune_candidate(
         )
 
         stage = "fine-tune"
-        beta_cb = BetaEff()
+        beta_cb = (
+            BetaEff()
+            if settings.beta == "step"
+            else BetaEff(
+                protocol=settings.beta,
+                data=(data.x_train, data.y_train),
+                batch_size=settings.batch_size,
+                threads=settings.threads,  # the kernel's sums, like TensorFlow's, fixed
+            )
+        )
         callbacks: list[Any] = [beta_cb]
         if on_epoch is not None:
             callbacks.append(
@@ -183,9 +204,15 @@ def finetune_candidate(
             verbose=0,
         )
         timing["fit_s"] = time.perf_counter() - t
+        if beta_cb.records_passes:  # the epoch protocol's passes, inside fit_s
+            timing["epoch_pass_s"] = float(sum(beta_cb.pass_seconds))
         h = hist.history
-        if "beta_eff" not in h:
-            raise RuntimeError("the BetaEff callback wrote no 'beta_eff' to the training logs")
+        # record.beta: the run's protocol ("both": step); record.beta_epoch: "both"'s epoch one.
+        primary = BetaEff.LOG_KEYS["epoch" if settings.beta == "epoch" else "step"]
+        second = BetaEff.LOG_KEYS["epoch"] if settings.beta == "both" else None
+        for name in (primary, second):
+            if name is not None and name not in h:
+                raise RuntimeError(f"the BetaEff callback wrote no {name!r} to the training logs")
 
         truth = None
         if settings.truth_epochs is not None and data.has_test:
@@ -193,13 +220,14 @@ def finetune_candidate(
             probs = _batched(model, data.x_test)
             truth = float(np.mean(np.argmax(probs, axis=1) == data.y_test))
         timing["total_s"] = time.perf_counter() - t_start
-        return CandidateRecord(
+        record = CandidateRecord(
             name=spec.name,
             candidate=spec.describe(),
             key=key,
             status="ok",
-            epochs_trained=len(h["beta_eff"]),
-            beta=finite_list(h["beta_eff"]),
+            epochs_trained=len(h[primary]),
+            beta=finite_list(h[primary]),
+            beta_epoch=finite_list(h[second]) if second else [],
             val_accuracy=finite_list(h["val_accuracy"]),
             val_loss=finite_list(h.get("val_loss", [])),
             train_accuracy=finite_list(h.get("accuracy", [])),
@@ -208,11 +236,54 @@ def finetune_candidate(
             logme_error=logme_error,
             feature_dim=int(feats.shape[1]),
             backbone_params=int(backbone.count_params()),
+            adaptations=adapted.lines,
             truth=truth,
             truth_epoch=settings.truth_epochs if truth is not None else None,
+            tf_threads=tf_threads,
             timing=timing,
         )
-    except Exception as err:  # one bad candidate must not end the run
-        return failed_record(
-            spec, err, key=key, stage=stage, timing={"total_s": time.perf_counter() - t_start}
+        if truth is None or settings.truth_seeds == 1:
+            return record
+        stage = "truth seeds"
+        return _with_seed_truths(record, spec, data, settings)
+    except (Exception, SystemExit) as err:  # one bad candidate must not end the run
+        timing = {"total_s": time.perf_counter() - t_start}
+        if isinstance(err, SystemExit):  # sys.exit() in the candidate's code
+            return CandidateRecord.failed(
+                spec.name,
+                spec.describe(),
+                f"SystemExit: the candidate called sys.exit({err.code!r}), which would have "
+                "ended the run",
+                key=key,
+                stage=stage,
+                tb="".join(traceback.format_exception(type(err), err, err.__traceback__)),
+                timing=timing,
+            )
+        return failed_record(spec, err, key=key, stage=stage, timing=timing)
+
+
+def _with_seed_truths(
+    record: CandidateRecord, spec: CandidateSpec, data: Dataset, settings: TrainSettings
+) -> CandidateRecord:
+    """``record`` with the truth of every truth seed: the same run again with seed + 1, ...
+
+    Each seed is a whole run of :func:`finetune_candidate`, so its truth is what a
+    run with that seed would report. It records the free step protocol only: the
+    epoch protocol's pass changes nothing in training (tests/selection/
+    test_determinism.py), and only the truth is kept. A seed that fails fails the
+    candidate: a mean over fewer seeds would not compare.
+    """
+    t = time.perf_counter()
+    truths = [record.truth]
+    for i in range(1, settings.truth_seeds):
+        seed = settings.seed + i
+        other = finetune_candidate(
+            spec, data, replace(settings, seed=seed, truth_seeds=1, beta="step")
         )
+        if not other.ok or other.truth is None:
+            why = other.error.message if other.error else "no truth was measured"
+            raise RuntimeError(f"truth seed {seed} failed: {why}")
+        truths.append(other.truth)
+    timing = {**record.timing, "truth_seeds_s": time.perf_counter() - t}
+    timing["total_s"] = record.timing["total_s"] + timing["truth_seeds_s"]
+    return replace(record, seed_truths=truths, timing=timing)

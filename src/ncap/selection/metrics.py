@@ -3,8 +3,13 @@
 All functions take one score and one true value per candidate. Candidates
 whose score or truth is NaN/Inf (e.g. a candidate whose run failed) are left
 out of the comparison; fewer than two remaining candidates is an error for
-the correlations (one for the regret). A correlation of constant input is
-undefined and returned as NaN, without a warning.
+the correlations (one for the regret and the accuracy metrics). A correlation
+of constant input is undefined and returned as NaN, without a warning.
+
+Ranking metrics judge the order; :func:`accuracy_metrics` judges a method whose
+score is itself a predicted accuracy (its error and, given a predictive std,
+its coverage); :func:`seed_ceiling` says how well one seed's truths rank
+another's, a ceiling no predictor can be trusted beyond.
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["kendall", "pearson", "ranking_metrics", "spearman", "top1_regret"]
+__all__ = [
+    "accuracy_metrics",
+    "kendall",
+    "pearson",
+    "ranking_metrics",
+    "seed_ceiling",
+    "spearman",
+    "top1_regret",
+]
 
 
 def _pairs(
@@ -96,3 +109,60 @@ def ranking_metrics(
         "pearson": pearson(scores, truth),
         "top1_regret": top1_regret(scores, truth),
     }
+
+
+def accuracy_metrics(
+    predicted: ArrayLike | Sequence[float],
+    truth: ArrayLike | Sequence[float],
+    std: ArrayLike | Sequence[float] | None = None,
+) -> dict[str, float]:
+    """How far predicted accuracies lie from the truth.
+
+    Returns ``mae`` (mean of ``|predicted - truth|``), ``bias`` (mean of
+    ``predicted - truth``: positive means over-prediction) and ``n`` (the
+    candidates compared). With ``std`` (one predictive standard deviation per
+    candidate) also ``within_1std`` and ``within_2std``: the fraction of truths
+    with ``|predicted - truth| <= 1 (2) * std``; a candidate with a non-finite
+    std is left out of those (and of ``n_std``, their count).
+    """
+    p, t = _pairs(predicted, truth, need=1, pred_name="predicted")
+    out = {"mae": float(np.mean(np.abs(p - t))), "bias": float(np.mean(p - t)), "n": float(len(p))}
+    if std is None:
+        return out
+    sd = np.asarray(std, dtype=np.float64)
+    full_p = np.asarray(predicted, dtype=np.float64)
+    if sd.shape != full_p.shape:
+        raise ValueError(
+            f"std must have one value per candidate, got {sd.shape[0] if sd.ndim else 0} "
+            f"for {full_p.shape[0]}"
+        )
+    full_t = np.asarray(truth, dtype=np.float64)
+    ok = np.isfinite(full_p) & np.isfinite(full_t) & np.isfinite(sd) & (sd >= 0)
+    err = np.abs(full_p[ok] - full_t[ok])
+    n = int(ok.sum())
+    out["n_std"] = float(n)
+    out["within_1std"] = float(np.mean(err <= sd[ok])) if n else math.nan
+    out["within_2std"] = float(np.mean(err <= 2.0 * sd[ok])) if n else math.nan
+    return out
+
+
+def seed_ceiling(truths_by_seed: ArrayLike | Sequence[Sequence[float]]) -> dict[str, Any]:
+    """Spearman's rho between the truths of every pair of seeds (rows: seeds, columns: candidates).
+
+    Returns ``pairs`` (``[i, j, rho]`` for seeds i < j, by row index) and
+    ``spearman`` (their mean): how well one seed's true accuracies rank
+    another's. Needs at least two seeds.
+    """
+    try:
+        t = np.asarray(truths_by_seed, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"truths_by_seed must be a 2-D array of numbers ({exc})") from None
+    if t.ndim != 2 or t.shape[0] < 2:
+        raise ValueError(
+            f"truths_by_seed must be 2-D with at least 2 seeds (rows), got shape {t.shape}"
+        )
+    pairs = [
+        [i, j, spearman(t[i], t[j])] for i in range(t.shape[0]) for j in range(i + 1, t.shape[0])
+    ]
+    rhos = [r for *_, r in pairs if math.isfinite(r)]
+    return {"pairs": pairs, "spearman": float(np.mean(rhos)) if rhos else math.nan}

@@ -18,6 +18,8 @@ from typing import Any, Literal
 RECORD_VERSION = 1
 
 Status = Literal["ok", "failed"]
+#: ``error.stage`` of a candidate stopped at its time limit (``candidate_timeout``).
+TIMEOUT_STAGE = "timeout"
 Curve = list  # list[float | None]: one value per trained epoch, None where not finite
 
 
@@ -45,6 +47,8 @@ class CandidateRecord:
     error: ErrorInfo | None = None
     epochs_trained: int = 0
     beta: Curve = field(default_factory=list)
+    # With beta="both": the epoch protocol's curve beside ``beta`` (the step one); else [].
+    beta_epoch: Curve = field(default_factory=list)
     val_accuracy: Curve = field(default_factory=list)
     val_loss: Curve = field(default_factory=list)
     train_accuracy: Curve = field(default_factory=list)
@@ -53,14 +57,23 @@ class CandidateRecord:
     logme_error: str | None = None
     feature_dim: int | None = None
     backbone_params: int | None = None
+    adaptations: list[str] = field(default_factory=list)  # input steps, as adapt.py says them
     truth: float | None = None
     truth_epoch: int | None = None
+    # The test accuracy of each truth seed (seed, seed + 1, ...), the first being ``truth``.
+    seed_truths: list[float] = field(default_factory=list)
+    tf_threads: int | None = None  # TensorFlow's intra-op threads in the run (0: its default)
     timing: dict[str, float] = field(default_factory=dict)
     version: int = RECORD_VERSION
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def timed_out(self) -> bool:
+        """Stopped at its time limit (a failed record whose stage is ``"timeout"``)."""
+        return self.error is not None and self.error.stage == TIMEOUT_STAGE
 
     @classmethod
     def failed(
@@ -98,12 +111,16 @@ class CandidateRecord:
         """Validate a stored record; :class:`RecordError` says which field is wrong."""
         if not isinstance(d, dict):
             raise RecordError(f"expected a JSON object, got {type(d).__name__}")
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
             raise RecordError(f"unknown fields {unknown}")
-        if d.get("version") != RECORD_VERSION:
-            raise RecordError(f"version: expected {RECORD_VERSION}, got {d.get('version')!r}")
+        missing = sorted(known - set(d))  # to_dict writes every field
+        if missing:
+            raise RecordError(f"missing fields {missing}")
+        version = d["version"]
+        if isinstance(version, bool) or version != RECORD_VERSION:
+            raise RecordError(f"version: expected {RECORD_VERSION}, got {version!r}")
         status = d.get("status")
         if status not in ("ok", "failed"):
             raise RecordError(f"status: expected 'ok' or 'failed', got {status!r}")
@@ -121,16 +138,28 @@ class CandidateRecord:
             raise RecordError("error: a failed record needs its error")
         curves = {
             c: _curve(d.get(c, []), c)
-            for c in ("beta", "val_accuracy", "val_loss", "train_accuracy", "train_loss")
+            for c in (
+                "beta",
+                "beta_epoch",
+                "val_accuracy",
+                "val_loss",
+                "train_accuracy",
+                "train_loss",
+            )
         }
         epochs = _int(d.get("epochs_trained", 0), "epochs_trained")
         if status == "ok":
             for c in ("beta", "val_accuracy"):
                 if len(curves[c]) != epochs:
                     raise RecordError(f"{c}: {len(curves[c])} values for {epochs} epochs")
-        candidate = d.get("candidate")
-        if not isinstance(candidate, dict):
-            raise RecordError("candidate: expected an object")
+            if curves["beta_epoch"] and len(curves["beta_epoch"]) != epochs:
+                raise RecordError(
+                    f"beta_epoch: {len(curves['beta_epoch'])} values for {epochs} epochs"
+                )
+        seed_truths = d.get("seed_truths", [])
+        if not isinstance(seed_truths, list) or not all(_is_finite_number(v) for v in seed_truths):
+            raise RecordError("seed_truths: expected a list of finite numbers")
+        candidate = _description(d.get("candidate"))
         timing = d.get("timing", {})
         if not isinstance(timing, dict) or not all(
             isinstance(k, str) and _is_finite_number(v) for k, v in timing.items()
@@ -150,8 +179,11 @@ class CandidateRecord:
             else _str(d.get("logme_error"), "logme_error"),
             feature_dim=_opt_int(d.get("feature_dim"), "feature_dim"),
             backbone_params=_opt_int(d.get("backbone_params"), "backbone_params"),
+            adaptations=_str_list(d.get("adaptations", []), "adaptations"),
             truth=_opt_float(d.get("truth"), "truth"),
             truth_epoch=_opt_int(d.get("truth_epoch"), "truth_epoch"),
+            seed_truths=[float(v) for v in seed_truths],
+            tf_threads=_opt_int(d.get("tf_threads"), "tf_threads"),
             timing={k: float(v) for k, v in timing.items()},
             version=RECORD_VERSION,
         )
@@ -164,6 +196,12 @@ def finite_list(values: Any) -> list[float | None]:
 
 def _is_finite_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _str_list(v: Any, name: str) -> list[str]:
+    if not isinstance(v, list):
+        raise RecordError(f"{name}: expected a list of strings, got {type(v).__name__}")
+    return [_str(x, f"{name}[{i}]") for i, x in enumerate(v)]
 
 
 def _str(v: Any, name: str) -> str:
@@ -188,6 +226,23 @@ def _opt_float(v: Any, name: str) -> float | None:
     if not _is_finite_number(v):
         raise RecordError(f"{name}: expected a finite number or null, got {v!r}")
     return float(v)
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, bool)) or _is_finite_number(v)
+
+
+def _description(v: Any) -> dict[str, Any]:
+    """A candidate's description (``CandidateSpec.describe``): flat, scalars or lists of them."""
+    if not isinstance(v, dict) or not all(
+        isinstance(k, str)
+        and (_is_scalar(x) or (isinstance(x, list) and all(_is_scalar(e) for e in x)))
+        for k, x in v.items()
+    ):
+        raise RecordError(
+            "candidate: expected an object of strings, numbers, booleans, null or lists of them"
+        )
+    return v
 
 
 def _curve(v: Any, name: str) -> list[float | None]:

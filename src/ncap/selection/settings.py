@@ -16,12 +16,16 @@ from typing import Any
 from ..arrays.spec import check_hidden
 from . import example
 from .finetune import TrainSettings
+from .scoring import BETA_PROTOCOLS
 
 #: Defaults for the user's own data (the built-in example has :data:`example.SETTINGS`).
 USER_DEFAULTS = {"epochs": 5, "truth_epochs": None, "batch_size": 64}
 #: The paper's final epoch, where curve extrapolation reads off when no truth epoch is set.
 DEFAULT_FINAL_EPOCH = 50
 DEFAULT_HIDDEN = (256, 128, 64)
+#: TensorFlow threads per candidate. Fixed, not derived from the worker count: the thread
+#: count changes float sums and so the training, and a report must not depend on --workers.
+DEFAULT_THREADS = 1
 
 
 def check_int(value: Any, name: str, lo: int) -> int:
@@ -50,6 +54,27 @@ def check_dropout(value: Any) -> float:
     return float(value)
 
 
+def check_timeout(value: Any) -> float | None:
+    """``candidate_timeout``: seconds a candidate may run (None: no limit)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"candidate timeout must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def check_beta(value: Any) -> str:
+    """The per-epoch beta protocol: one of :data:`ncap.selection.scoring.BETA_PROTOCOLS`."""
+    if value not in BETA_PROTOCOLS:
+        raise ValueError(f"beta must be one of {', '.join(BETA_PROTOCOLS)}, got {value!r}")
+    return str(value)
+
+
 def is_example(data: Any) -> bool:
     """``data`` names the built-in example (None or "example")."""
     return data is None or (isinstance(data, str) and data == "example")
@@ -71,8 +96,12 @@ class RunSettings:
     dropout: float
     workers: int
     scheduler: str | None
-    threads: int | None
+    threads: int  # TensorFlow intra-op (and inter-op) threads per candidate
     example: bool
+    candidate_timeout: float | None = None  # seconds; a candidate running longer is stopped
+    retries: int = 0  # reruns of a candidate whose worker died while it ran (Dask)
+    beta: str = "step"  # per-epoch beta protocol (SPEC section 6): "step", "epoch" or "both"
+    truth_seeds: int = 1  # evaluation mode: truth = mean test accuracy over this many seeds
 
     @classmethod
     def from_arguments(
@@ -92,6 +121,10 @@ class RunSettings:
         workers: int = 1,
         scheduler: str | None = None,
         threads: int | None = None,
+        candidate_timeout: float | None = None,
+        retries: int = 0,
+        beta: str = "step",
+        truth_seeds: int = 1,
     ) -> RunSettings:
         """Validate ``select()``'s arguments; defaults depend on whether data is the example."""
         ex = is_example(data)
@@ -119,6 +152,12 @@ class RunSettings:
             "final_epoch",
             1,
         )
+        truth_seeds = check_int(truth_seeds, "truth_seeds", 1)
+        if truth_seeds > 1 and truth_epochs is None:
+            raise ValueError(
+                f"truth_seeds={truth_seeds} needs evaluation mode: pass truth_epochs (the "
+                "truth is the test accuracy at that epoch, averaged over the seeds)"
+            )
         if scheduler is not None and not isinstance(scheduler, str):
             raise TypeError(f"scheduler must be an address string, got {type(scheduler).__name__}")
         return cls(
@@ -134,8 +173,12 @@ class RunSettings:
             dropout=check_dropout(dropout),
             workers=check_int(workers, "workers", 1),
             scheduler=scheduler,
-            threads=None if threads is None else check_int(threads, "threads", 1),
+            threads=DEFAULT_THREADS if threads is None else check_int(threads, "threads", 1),
             example=ex,
+            candidate_timeout=check_timeout(candidate_timeout),
+            retries=check_int(retries, "retries", 0),
+            beta=check_beta(beta),
+            truth_seeds=truth_seeds,
         )
 
     def train_settings(self) -> TrainSettings:
@@ -148,13 +191,17 @@ class RunSettings:
             self.seed,
             self.hidden,
             self.dropout,
-            threads=self.threads or 0,
+            threads=self.threads,
+            beta=self.beta,
+            truth_seeds=self.truth_seeds,
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as report.json and run.json show them (``t0`` 1-based, like ``--t0``)."""
         d = asdict(self)
         d["hidden"] = list(self.hidden)
         d["optimizer"] = "adam"
+        d["t0"] = None if self.t0 is None else self.t0 + 1
         return d
 
 

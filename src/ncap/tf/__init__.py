@@ -4,12 +4,14 @@ Importing this package imports TensorFlow (the ``tf`` extra) and needs Keras 3 o
 the TensorFlow backend. It builds on :mod:`ncap.arrays` and never imports
 :mod:`ncap.selection`.
 
-* :mod:`.probe`: ``attach_probe``; :mod:`.chain`: finding a model's probe layers
-  and replaying them frozen; :mod:`.losses`: per-sample losses;
+* :mod:`.probe`: ``attach_probe``; :mod:`.chain`: finding a model's probe layers,
+  the one forward replay over them, the per-model cache; :mod:`.losses`: per-sample losses;
 * :mod:`.capture`: z, s and g from one forward pass; :mod:`.model`: ``beff`` on a
   model (closed form through :mod:`ncap.arrays`, or :mod:`.autodiff`);
-* :mod:`.ingraph`: the closed form as TF ops; :mod:`.train_step` and
-  :mod:`.callback`: ``BetaEff``, beta from the training step's own pass.
+* :mod:`.callback`: ``BetaEff``. Step protocol: :mod:`.train_step` (the training
+  step with the capture), :mod:`.ingraph` (the closed form as TF ops),
+  :mod:`.recorder` (the in-graph buffer), :mod:`.fit_hook` (the step runs for
+  one ``fit`` only). Epoch protocol: :mod:`.epoch_pass`.
 """
 
 from __future__ import annotations

@@ -90,12 +90,8 @@ def hessian_degrees(
         outer.watch(kernels)
         with tf.GradientTape() as inner:
             inner.watch(kernels)
-            h = z0
-            for i in range(n_layers):
-                a = apply_weight(chain.weights[i], h, kernels[i])
-                if i < n_layers - 1:
-                    h = _segment(chain, i, a, records)
-            out = run_steps(chain.tail, a, training=False, records=[None] * len(chain.tail))[0]
+            rep = chain.replay(z0=z0, training=False, records=records, kernels=kernels)
+            out = chain.tail_outputs(rep.a[-1])
             loss = tf.reduce_mean(loss_fn(labels, out))  # the batch-mean loss C
         grads = inner.gradient(loss, kernels)
         sums = [tf.reduce_sum(_zeros_if_none(gr, k)) for gr, k in zip(grads, kernels, strict=False)]

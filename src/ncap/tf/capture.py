@@ -12,7 +12,6 @@ restored afterwards.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,29 +20,10 @@ import numpy as np
 
 from ..arrays.spec import MIN_BETA_LAYERS, shallow_probe_error
 from ._backend import tf
-from .chain import (
-    ProbeChain,
-    apply_weight,
-    elementwise_derivative,
-    fold_seed,
-    resolve_chain,
-    run_steps,
-)
+from .chain import ProbeChain, elementwise_derivative, get_chain
 from .losses import check_labels, resolve_loss
 
-_CHAINS: weakref.WeakKeyDictionary[Any, dict] = weakref.WeakKeyDictionary()
-
-
-def get_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain:
-    """:func:`resolve_chain`, cached per model (building the feature model is not free)."""
-    key = None if layers is None else tuple(l if isinstance(l, str) else id(l) for l in layers)
-    try:
-        per_model = _CHAINS.setdefault(model, {})
-    except TypeError:  # not weak-referenceable
-        return resolve_chain(model, layers)
-    if key not in per_model:
-        per_model[key] = resolve_chain(model, layers)
-    return per_model[key]
+__all__ = ["Capture", "capture", "forward", "get_chain", "recursion"]
 
 
 def check_depth(chain: ProbeChain) -> None:
@@ -63,6 +43,7 @@ class ProbeState:
     z: list  # z^0 .. z^{L-1}: input of each weight layer
     a: list  # a^1 .. a^L: pre-activations
     records: list  # per segment: BN statistics and dropout masks
+    kernels: list  # the kernel values of the pass
     g_last: Any  # g^L, per sample
     outputs: Any  # model output
     losses: Any  # C_b
@@ -123,7 +104,7 @@ class _restored_state:
 def _seed_tensor(seed: Any) -> Any:
     if seed is None:
         return None
-    if isinstance(seed, (int, np.integer)):
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
         return tf.constant([int(seed), 0], dtype=tf.int64)
     raise TypeError(f"seed: expected an int or None, got {seed!r}")
 
@@ -152,11 +133,12 @@ def forward(
     labels = check_labels(y, n, n_out, loss_fn.loss_name)
     core = _core_function(chain, bool(training), seed_t is None, loss_fn, compiled)
     with _restored_state(model, training):
-        zs, as_, records, outputs, losses, g_last, derivs, grads = core(x, labels, seed_t)
+        zs, as_, records, kernels, outputs, losses, g_last, derivs, grads = core(x, labels, seed_t)
     return ProbeState(
         z=list(zs),
         a=list(as_),
         records=[list(r) for r in records],
+        kernels=list(kernels),
         g_last=g_last,
         outputs=outputs,
         losses=losses,
@@ -177,41 +159,30 @@ def _batch_size(x: Any) -> int:
 
 def _core_function(chain: ProbeChain, training: bool, unseeded: bool, loss_fn: Any, compiled: bool):
     def core(x: Any, labels: Any, seed_t: Any):
-        z0 = tf.convert_to_tensor(chain.features_of(x, training))
-        zs, as_, records = [z0], [], []
-        h = z0
-        for i, w in enumerate(chain.weights):
-            a = apply_weight(w, h)
-            as_.append(a)
-            if i < chain.n_layers - 1:
-                sub = None if seed_t is None else fold_seed(seed_t, i)
-                h, rec = run_steps(chain.segments[i], a, training=training, seed=sub)
-                zs.append(h)
-                records.append(rec)
-        outputs, losses, g_last = loss_and_gradient(chain, as_[-1], labels, loss_fn)
+        rep = chain.replay(x, training=training, seed=seed_t)
+        outputs, losses, g_last = loss_and_gradient(chain, rep.a[-1], labels, loss_fn)
         derivs = grads = None
         if chain.closed_form_ok:
             derivs = [
-                elementwise_derivative(chain.segments[i], as_[i], records[i])
+                elementwise_derivative(chain.segments[i], rep.a[i], rep.records[i])
                 for i in range(chain.n_layers - 1)
             ]
-            grads = recursion(chain, derivs, g_last)
-        return zs, as_, records, outputs, losses, g_last, derivs, grads
+            grads = recursion(chain, derivs, g_last, rep.kernels)
+        return rep.z, rep.a, rep.records, rep.kernels, outputs, losses, g_last, derivs, grads
 
     if not compiled:
         return core
-    cache = chain.__dict__.setdefault("_forward", {})
-    key = (training, unseeded, loss_fn.key)
-    if key not in cache:  # one traced function per mode and loss, closing over them
-        cache[key] = tf.function(core, reduce_retracing=True)
-    return cache[key]
+    key = ("forward", training, unseeded, loss_fn.key)
+    if key not in chain.traced:  # one traced function per mode and loss, closing over them
+        chain.traced[key] = tf.function(core, reduce_retracing=True)
+    return chain.traced[key]
 
 
 def loss_and_gradient(chain: ProbeChain, a_last: Any, labels: Any, loss_fn: Any):
     """Model output, per-sample losses and g^L = dC_b/da^L_b."""
     with tf.GradientTape() as tape:
         tape.watch(a_last)
-        outputs, _ = run_steps(chain.tail, a_last, training=False, records=[None] * len(chain.tail))
+        outputs = chain.tail_outputs(a_last)
         losses = loss_fn(tf.convert_to_tensor(labels), outputs)
         total = tf.reduce_sum(losses)
     g_last = tape.gradient(total, a_last)
@@ -253,11 +224,14 @@ def derivatives(chain: ProbeChain, state: ProbeState) -> list:
     ]
 
 
-def recursion(chain: ProbeChain, derivs: list, g_last: Any) -> list:
-    """g^1 .. g^L by g^l = s^l * (g^{l+1} W^{l+1}^T) (Dense probes)."""
+def recursion(chain: ProbeChain, derivs: list, g_last: Any, kernels: list) -> list:
+    """g^1 .. g^L by g^l = s^l * (g^{l+1} W^{l+1}^T) (Dense probes), in g^L's dtype.
+
+    ``kernels`` are the kernel values the forward pass used (:attr:`Replay.kernels`).
+    """
     gs = [g_last]
     for i in range(chain.n_layers - 2, -1, -1):
-        kernel = tf.cast(chain.weights[i + 1].kernel, gs[-1].dtype)
+        kernel = tf.cast(kernels[i + 1], gs[-1].dtype)
         back = tf.matmul(gs[-1], kernel, transpose_b=True)
         gs.append(tf.cast(derivs[i], back.dtype) * back)
     return gs[::-1]
@@ -297,19 +271,18 @@ def capture(
             method="autodiff")``), labels that do not match the output.
     """
     chain = get_chain(model, layers)
-    if not chain.closed_form_ok:
-        raise ValueError(
-            "model: capture needs a Dense probe with only elementwise layers between the Dense "
-            f"layers ({'; '.join(chain.closed_form_problems)}). Use ncap.beff(model, x, y, "
-            "method='autodiff') for general probes"
-        )
+    chain.require_closed_form(
+        "model", "ncap.capture", "use ncap.beff(model, x, y, method='autodiff') for general probes"
+    )
     state = forward(chain, x, y, training=bool(training), loss=loss, seed=seed)
     return capture_from_state(chain, state)
 
 
 def capture_from_state(chain: ProbeChain, state: ProbeState) -> Capture:
     derivs = derivatives(chain, state)
-    grads = list(state.grads) if state.grads is not None else recursion(chain, derivs, state.g_last)
+    grads = state.grads
+    if grads is None:
+        grads = recursion(chain, derivs, state.g_last, state.kernels)
     return Capture(
         acts=[z.numpy() for z in state.z],
         derivs=[s.numpy() for s in derivs],
@@ -318,7 +291,7 @@ def capture_from_state(chain: ProbeChain, state: ProbeState) -> Capture:
         outputs=tf.convert_to_tensor(state.outputs).numpy(),
         losses=tf.convert_to_tensor(state.losses).numpy(),
         training=state.training,
-        layer_names=tuple(w.name for w in chain.weights),
+        layer_names=chain.layer_names,
         loss_name=state.loss_fn.loss_name,
         state=state,
     )

@@ -15,13 +15,17 @@ Each step is replayed in one of two ways: *real* (the layer itself is called,
 so BatchNorm updates its moving statistics, as in a training step) or *frozen*
 (BatchNorm statistics and dropout masks are the recorded constants, SPEC
 section 1). Both give the same values; only the frozen one is used to
-differentiate.
+differentiate. :meth:`ProbeChain.replay` is the one forward pass over the probe
+that the capture, the training step and the autodiff paths all use.
+
+:func:`get_chain` caches the chain (and the traced functions built on it) on the
+model itself, so that everything ncap builds for a model dies with the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._backend import keras, tf
@@ -123,6 +127,23 @@ def classify(layer: Any) -> list[Step]:
     return [Step("other", layer, False, f"{name} {layer.name!r}")]
 
 
+@dataclass(frozen=True)
+class Replay:
+    """What one forward pass over the probe leaves behind (tensors).
+
+    ``z[l]`` = z^l (l = 0..L-1, the input of weight layer l+1), ``a[l]`` = a^{l+1}
+    (l = 0..L-1), ``records[l]`` the BatchNorm statistics and dropout masks of
+    segment l (l = 0..L-2), ``kernels[l]`` the kernel values the pass multiplied
+    by: the recursion for g uses these, not the variables, which a training step
+    may update before it is computed.
+    """
+
+    z: list
+    a: list
+    records: list
+    kernels: list
+
+
 @dataclass
 class ProbeChain:
     """A model split into feature extractor, probe weight layers and the maps between."""
@@ -132,10 +153,16 @@ class ProbeChain:
     weights: list[Any]
     segments: list[list[Step]]  # len L-1
     tail: list[Step]
+    # Traced functions built on this chain (forward pass, autodiff terms), by mode.
+    traced: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_layers(self) -> int:
         return len(self.weights)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(w.name for w in self.weights)
 
     @property
     def closed_form_problems(self) -> list[str]:
@@ -156,10 +183,106 @@ class ProbeChain:
     def closed_form_ok(self) -> bool:
         return not self.closed_form_problems
 
+    def require_closed_form(self, argument: str, needed_by: str, instead: str) -> None:
+        """Raise the one "closed form not applicable" error unless the closed form applies."""
+        if not self.closed_form_ok:
+            raise closed_form_error(self.closed_form_problems, argument, needed_by, instead)
+
     def features_of(self, x: Any, training: bool) -> Any:
         if self.features is None:
             return tf.convert_to_tensor(x)
         return self.features(x, training=training)
+
+    def read_kernels(self) -> list:
+        """The current kernel values, as tensors (read once, so one pass uses one value)."""
+        return [tf.convert_to_tensor(w.kernel) for w in self.weights]
+
+    def replay(
+        self,
+        x: Any = None,
+        *,
+        z0: Any = None,
+        training: bool,
+        real: bool = False,
+        seed: Any = None,
+        kernels: list | None = None,
+        records: list | None = None,
+    ) -> Replay:
+        """The forward pass from the model input ``x`` (or from the probe input ``z0``) to a^L.
+
+        ``training``, ``real`` and ``seed`` are those of :func:`run_steps` (a
+        per-segment seed is folded from ``seed``); ``records`` replays recorded
+        statistics and masks (frozen); ``kernels`` substitutes the kernels (the
+        autodiff paths differentiate with respect to them). The tail (softmax,
+        ...) is not applied: see :meth:`tail_outputs`.
+        """
+        if (x is None) == (z0 is None):
+            raise TypeError("replay: pass exactly one of x (model input) and z0 (probe input)")
+        h = tf.convert_to_tensor(self.features_of(x, training) if z0 is None else z0)
+        kernels = self.read_kernels() if kernels is None else list(kernels)
+        zs, as_, out_records = [h], [], []
+        for i, w in enumerate(self.weights):
+            a = apply_weight(w, h, kernels[i])
+            as_.append(a)
+            if i < self.n_layers - 1:
+                sub = None if seed is None else fold_seed(seed, i)
+                given = None if records is None else records[i]
+                h, rec = run_steps(
+                    self.segments[i], a, training=training, records=given, real=real, seed=sub
+                )
+                zs.append(h)
+                out_records.append(rec)
+        return Replay(z=zs, a=as_, records=out_records, kernels=kernels)
+
+    def tail_outputs(self, a_last: Any, *, training: bool = False, real: bool = False) -> Any:
+        """The model output from a^L: the steps after the last weight layer."""
+        records = None if real else [None] * len(self.tail)
+        return run_steps(self.tail, a_last, training=training, records=records, real=real)[0]
+
+
+def closed_form_error(problems: Sequence[str], argument: str, needed_by: str, instead: str):
+    """The one message for a probe the closed form cannot handle."""
+    return ValueError(
+        f"{argument}: {needed_by} needs the closed form, which takes a Dense probe with only "
+        f"elementwise layers between its Dense layers ({'; '.join(problems)}); {instead}"
+    )
+
+
+class ModelCache:
+    """ncap's caches for one model, kept on the model so that they die with it."""
+
+    def __init__(self) -> None:
+        self.chains: dict = {}
+        self.train_steps: dict = {}  # BetaEff's traced training steps, by configuration
+
+
+_CACHE_ATTRIBUTE = "_ncap_cache"
+
+
+def model_cache(model: Any) -> ModelCache | None:
+    """The model's :class:`ModelCache` (None for an object that takes no attributes).
+
+    Not a global table keyed by the model: a value there would keep its key alive.
+    """
+    cache = vars(model).get(_CACHE_ATTRIBUTE) if hasattr(model, "__dict__") else None
+    if cache is None:
+        cache = ModelCache()
+        try:
+            setattr(model, _CACHE_ATTRIBUTE, cache)  # a plain object: Keras does not track it
+        except (AttributeError, TypeError, ValueError):
+            return None
+    return cache
+
+
+def get_chain(model: Any, layers: Sequence[Any] | None = None) -> ProbeChain:
+    """:func:`resolve_chain`, cached on the model (building the feature model is not free)."""
+    key = None if layers is None else tuple(l if isinstance(l, str) else id(l) for l in layers)
+    cache = model_cache(model) if isinstance(model, keras.Model) else None
+    if cache is None:
+        return resolve_chain(model, layers)
+    if key not in cache.chains:
+        cache.chains[key] = resolve_chain(model, layers)
+    return cache.chains[key]
 
 
 def _flat_outputs(model: Any) -> list[Any]:

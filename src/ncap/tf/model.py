@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from ..arrays import beff as beff_arrays
 from ..arrays.result import BetaResult, assemble
-from ..arrays.spec import check_reduction, check_threads
+from ..arrays.spec import Reduction, check_reduction, check_threads
 from . import autodiff
 from ._backend import tf
 from .capture import (
@@ -24,8 +24,22 @@ from .capture import (
 )
 from .chain import ProbeChain
 
-METHODS = ("auto", "closed_form", "autodiff")
-INTERACTIONS = ("direct", "hessian")
+Method = Literal["auto", "closed_form", "autodiff"]
+Interaction = Literal["direct", "hessian"]
+METHODS: tuple[str, ...] = get_args(Method)
+INTERACTIONS: tuple[str, ...] = get_args(Interaction)
+
+
+def _check_option(value: Any, argument: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{argument}: expected one of {allowed}, got {value!r}")
+    return str(value)
+
+
+def _check_flag(value: Any, argument: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{argument}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def beff(
@@ -33,9 +47,9 @@ def beff(
     x: Any,
     y: Any,
     *,
-    method: str = "auto",
-    interaction: str = "direct",
-    reduction: str = "batch",
+    method: Method = "auto",
+    interaction: Interaction = "direct",
+    reduction: Reduction = "batch",
     layers: Sequence[Any] | None = None,
     training: bool = False,
     loss: Any = None,
@@ -76,12 +90,12 @@ def beff(
             do not match the output, an unsupported probe or interaction for the
             closed form, and unknown option values.
     """
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if interaction not in INTERACTIONS:
-        raise ValueError(f"interaction: expected one of {INTERACTIONS}, got {interaction!r}")
+    method = _check_option(method, "method", METHODS)
+    interaction = _check_option(interaction, "interaction", INTERACTIONS)
     reduction = check_reduction(reduction)
     threads = check_threads(threads)
+    training = _check_flag(training, "training")
+    compiled = _check_flag(compiled, "compiled")
     chain = get_chain(model, layers)
     check_depth(chain)
     if method == "auto":
@@ -92,24 +106,20 @@ def beff(
                 "interaction: the hessian interaction is computed by autodiff only; use "
                 "method='autodiff' (or method='auto')"
             )
-        if not chain.closed_form_ok:
-            raise ValueError(
-                "method: the closed form needs a Dense probe with elementwise layers between "
-                f"({'; '.join(chain.closed_form_problems)}); use method='autodiff'"
-            )
+        chain.require_closed_form("method", "method='closed_form'", "use method='autodiff'")
     if capture is not None:
         if not isinstance(capture, Capture):
             raise TypeError(f"capture: expected an ncap.Capture, got {type(capture).__name__}")
-        if capture.layer_names != tuple(w.name for w in chain.weights):
+        if capture.layer_names != chain.layer_names:
             raise ValueError(
                 f"capture: it was taken on layers {capture.layer_names}, but this model's probe "
-                f"is {tuple(w.name for w in chain.weights)}"
+                f"is {chain.layer_names}"
             )
         state = capture.state
     else:
-        state = forward(chain, x, y, training=bool(training), loss=loss, seed=seed)
+        state = forward(chain, x, y, training=training, loss=loss, seed=seed)
     info = {
-        "layers": tuple(w.name for w in chain.weights),
+        "layers": chain.layer_names,
         "training": state.training,
         "loss": state.loss_fn.loss_name,
     }
@@ -129,16 +139,15 @@ def _device(t: Any) -> str:
 def _batch_terms_fn(chain: ProbeChain, interaction: str, compiled: bool, loss_fn: Any):
     if not compiled:
         return lambda *args: autodiff.batch_terms(chain, *args, loss_fn, interaction)
-    cache = chain.__dict__.setdefault("_compiled", {})
-    key = (interaction, loss_fn.key)
-    if key not in cache:  # one traced function per loss, closing over it
-        cache[key] = tf.function(
+    key = ("autodiff", interaction, loss_fn.key)
+    if key not in chain.traced:  # one traced function per loss, closing over it
+        chain.traced[key] = tf.function(
             lambda z, a, records, g_last, labels: autodiff.batch_terms(
                 chain, z, a, records, g_last, labels, loss_fn, interaction
             ),
             reduce_retracing=True,
         )
-    return cache[key]
+    return chain.traced[key]
 
 
 def _autodiff(

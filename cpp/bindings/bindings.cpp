@@ -128,6 +128,15 @@ py::list degrees(const py::sequence& acts, const py::sequence& derivs, const py:
   return out.as_list();
 }
 
+// The strategy the core plans for each numerator layer l = 2..L-1 (for tests and benchmarks).
+std::vector<std::string> numerator_strategies(const std::vector<int64_t>& widths, int64_t batch) {
+  if (widths.size() < 2 || batch <= 0) throw py::value_error("widths: expected n_0..n_L and batch > 0");
+  std::vector<std::string> names;
+  for (size_t l = 2; l + 1 < widths.size(); ++l)
+    names.emplace_back(ncap::gram_products_are_cheaper(batch, widths[l], widths[l - 1]) ? "gram" : "rows");
+  return names;
+}
+
 ncap::kernels::Isa isa_of(const std::string& name) {
   for (ncap::kernels::Isa isa : {ncap::kernels::Isa::Generic, ncap::kernels::Isa::Avx2, ncap::kernels::Isa::Avx512})
     if (name == ncap::kernels::isa_name(isa)) return isa;
@@ -171,6 +180,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("degrees", &degrees, py::arg("acts"), py::arg("derivs"), py::arg("grads"), py::arg("threads") = 0,
         "Per-layer (delta_in, delta_out) in Keras layout (SPEC section 2).");
   m.def("available_threads", &ncap::available_threads, "Threads the kernel uses when threads=0.");
+  m.def("numerator_strategies", &numerator_strategies, py::arg("widths"), py::arg("batch"),
+        "'gram' or 'rows' for each numerator layer l = 2..L-1, as strategy='auto' plans them.");
   m.def("in_forked_child", &ncap::in_forked_child,
         "True in a process forked after ncap was imported (the kernel then runs on one thread).");
   m.def("isa", [] { return std::string(ncap::kernels::isa_name(ncap::kernels::table().isa)); },
@@ -188,9 +199,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("fma_peak", &fma_peak, py::arg("threads") = 1, py::arg("seconds") = 0.2, py::arg("isa") = "",
         py::arg("repeats") = 5,
         "Benchmark helper: float64 multiply-adds per second of a register-bound loop on `threads` threads.");
-#ifdef _OPENMP
-  m.attr("openmp") = true;
-#else
+  // ncap runs on its own helper threads (cpp/src/parallel.cpp), never OpenMP's.
   m.attr("openmp") = false;
-#endif
 }

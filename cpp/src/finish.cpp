@@ -15,20 +15,22 @@ struct Ext {
 };
 
 Ext operator+(Ext a, Ext b) {
+  if (a.e == b.e) return {a.m + b.m, a.e};  // the common case: no scaling anywhere
   if (a.m == 0.0) return {a.m + b.m, b.e};  // a zero must not decide the exponent
   if (b.m == 0.0) return {a.m + b.m, a.e};
   const int e = a.e > b.e ? a.e : b.e;
   return {std::ldexp(a.m, a.e - e) + std::ldexp(b.m, b.e - e), e};
 }
 
-double to_double(Ext x) { return std::ldexp(x.m, x.e); }
+double scaled(double m, int e) { return e == 0 ? m : std::ldexp(m, e); }
+double to_double(Ext x) { return scaled(x.m, x.e); }
 
 int at(const std::vector<int>& exps, int l) { return exps.empty() ? 0 : exps[l]; }
 
 // SPEC section 3: degenerate when |den| <= kDegenerateRtol * scale.
 bool degenerate(Ext den, Ext scale) {
   if (scale.m == 0.0) return den.m == 0.0;
-  return std::ldexp(std::fabs(den.m), den.e - scale.e) <= kDegenerateRtol * scale.m;
+  return scaled(std::fabs(den.m), den.e - scale.e) <= kDegenerateRtol * scale.m;
 }
 
 [[noreturn]] void overflow() {
@@ -69,7 +71,7 @@ BetaTerms finish(const RowSums& r, Reduction reduction, const std::vector<double
       const double term = r.z_sum[l - 1][b] * r.s_sum[l][b] * r.g_sum[l + 1][b];
       const double abs_term = r.z_abs[l - 1][b] * r.s_abs[l][b] * r.g_abs[l + 1][b];
       if (per_sample) {
-        out.layer_denominator[(l - 1) * B + b] = finite(std::ldexp(term, e));
+        out.layer_denominator[(l - 1) * B + b] = finite(scaled(term, e));
         den[b] = den[b] + Ext{term, e};
         scale[b] = scale[b] + Ext{abs_term, e};
       } else {
@@ -90,7 +92,7 @@ BetaTerms finish(const RowSums& r, Reduction reduction, const std::vector<double
     if (per_sample) {
       for (int64_t b = 0; b < B; ++b) {
         const double term = r.z_sum[l - 2][b] * r.zs[l][b] * r.sg[l][b] * r.g_sum[l + 1][b];
-        out.layer_numerator[(l - 1) * B + b] = finite(std::ldexp(term, e));
+        out.layer_numerator[(l - 1) * B + b] = finite(scaled(term, e));
         num[b] = num[b] + Ext{term, e};
       }
     } else {
@@ -112,7 +114,7 @@ BetaTerms finish(const RowSums& r, Reduction reduction, const std::vector<double
     if (degenerate(den[k], scale[k])) {
       out.degenerate[k] = 1;  // SPEC: report 0 and say so; never add an epsilon
     } else {
-      out.value[k] = finite(std::ldexp(num[k].m / den[k].m, num[k].e - den[k].e));
+      out.value[k] = finite(scaled(num[k].m / den[k].m, num[k].e - den[k].e));
     }
   }
   return out;

@@ -127,11 +127,7 @@ void load(const Trace& t, const std::vector<int64_t>& widths, const Needs& need,
   const kernels::Table& k = kernels::table();
   const int64_t n_tasks = (B + kLoadBlock - 1) / kLoadBlock;
   parallel_for(n_tasks, team, [&](int64_t task) {
-    int slot = 0;
-#ifdef _OPENMP
-    if (team > 1) slot = omp_get_thread_num();
-#endif
-    double* block = staging.data() + static_cast<size_t>(slot) * widest * kLoadBlock;
+    double* block = staging.data() + static_cast<size_t>(task_slot()) * widest * kLoadBlock;
     const int64_t first = task * kLoadBlock, last = std::min(B, first + kLoadBlock);
     for (size_t a = 0; a < all.size(); ++a) load_rows(k, *all[a], first, last, B, block, &bad[a * B]);
   });

@@ -1,5 +1,6 @@
 #include "ncap/peak.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <vector>
@@ -23,7 +24,7 @@ PeakRate fma_peak(int threads, double seconds, kernels::Isa isa, int repeats) {
   const kernels::Isa before = kernels::table().isa;
   if (!kernels::force_isa(isa)) isa = before;
   const kernels::Table k = kernels::table();
-  const int team = threads <= 0 ? available_threads() : threads;
+  const int team = std::min(threads <= 0 ? available_threads() : threads, 256);
   // Calibrate the iterations on one thread so that a run lasts about `seconds`.
   int64_t iterations = 1 << 16;
   double fmas = 0, sink = 0;

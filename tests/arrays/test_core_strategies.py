@@ -86,11 +86,9 @@ def test_strategies_match_numpy_on_kernel_boundaries(isa, widths, batch, dtype):
         )
         np.testing.assert_allclose(got["numerator"], want["numerator"], rtol=1e-9, err_msg=strategy)
         np.testing.assert_allclose(got["value"], want["value"], rtol=1e-9, err_msg=strategy)
-    # Auto takes, layer by layer, the strategy with fewer multiply-adds (its numbers exactly).
-    picks = [
-        "gram" if batch * (n + n_prev) <= 2 * n * n_prev else "rows"
-        for n_prev, n in zip(widths[1:-2], widths[2:-1], strict=True)
-    ]
+    # Auto takes, layer by layer, the planned strategy (its numbers exactly).
+    picks = _core.numerator_strategies(list(widths), batch)
+    assert len(picks) == len(widths) - 3 and set(picks) <= {"gram", "rows"}
     for l, pick in enumerate(picks, start=2):
         assert results["auto"]["layer_numerator"][l - 1] == results[pick]["layer_numerator"][l - 1]
 
@@ -189,6 +187,15 @@ def test_layouts_give_identical_bits(isa, how):
             b = _core.beff(*views, reduction == "sample", 1, strategy)
             np.testing.assert_array_equal(a["value"], b["value"])
             np.testing.assert_array_equal(a["denominator"], b["denominator"])
+
+
+def test_the_plan_takes_the_strategy_with_fewer_multiply_adds():
+    # reference probe: B = 64 -> Gram products (B^2 (n + n_prev) < 2 B n n_prev); B = 1024 -> rows
+    assert _core.numerator_strategies([2048, 256, 128, 64, 10], 64) == ["gram", "gram"]
+    assert _core.numerator_strategies([2048, 256, 128, 64, 10], 1024) == ["rows", "rows"]
+    # B = 256: layer 2 (B (128 + 256) = 98304 > 2 * 128 * 256 = 65536) and layer 3 go by rows
+    assert _core.numerator_strategies([2048, 256, 128, 64, 10], 256) == ["rows", "rows"]
+    assert _core.numerator_strategies([8, 512, 512, 8, 4], 300) == ["gram", "rows"]
 
 
 def test_unknown_strategy_and_isa_are_refused():

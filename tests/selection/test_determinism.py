@@ -188,6 +188,24 @@ def test_select_refuses_bad_protocol_seed_and_thread_arguments(kw, exc, words, t
         _select(tiny_data, **kw)
 
 
+def test_op_determinism_is_on_while_training_and_put_back(tiny_data):
+    """On while a candidate trains; off again afterwards (Keras turns XLA off under it)."""
+    from tensorflow.python.framework import config as tf_config
+
+    import ncap
+
+    seen = []
+
+    def recording_mlp():
+        seen.append(tf_config.is_op_determinism_enabled())
+        return tiny_mlp()
+
+    tf_config.disable_op_determinism()
+    rep = ncap.select({"rec": recording_mlp}, tiny_data, **{**TINY, "truth_epochs": None})
+    assert rep.candidates[0].ok and seen == [True]
+    assert not tf_config.is_op_determinism_enabled()
+
+
 def test_thread_count_is_a_setting_not_the_worker_count():
     """The default is one thread, with one worker or four."""
     from ncap.selection.settings import DEFAULT_THREADS, RunSettings

@@ -380,6 +380,19 @@ def test_callable_gets_input_shape_and_features_are_pooled():
     assert m.output_shape == (None, 3)
 
 
+def test_backbone_with_two_outputs_is_refused_clearly():
+    """A candidate with two outputs fails with a message that says so, not an AttributeError."""
+    import keras
+
+    def two_outputs(input_shape):
+        inp = keras.Input(input_shape)
+        flat = keras.layers.Flatten()(inp)
+        return keras.Model(inp, [keras.layers.Dense(4)(flat), keras.layers.Dense(3)(flat)])
+
+    with pytest.raises(ValueError, match=r"1 input\(s\) and 2 output\(s\)"):
+        build_backbone(CandidateSpec("two", "callable", two_outputs), (8, 8, 1))
+
+
 # --- scoring and report without training -------------------------------------
 
 

@@ -37,8 +37,12 @@ def _expected(model, x, y, **kw):
 
 @pytest.mark.parametrize(
     "compile_kw",
-    [{}, {"steps_per_execution": 3}, {"run_eagerly": True}],
-    ids=["tf.function", "steps_per_execution=3", "eager"],
+    [
+        pytest.param({}, id="tf.function"),
+        pytest.param({"steps_per_execution": 3}, id="steps_per_execution=3"),
+        pytest.param({"run_eagerly": True}, id="eager"),
+        pytest.param({"jit_compile": True}, id="xla", marks=pytest.mark.slow),  # 20 s of XLA
+    ],
 )
 def test_records_every_step_from_the_training_step(compile_kw):
     # lr = 0 keeps the weights fixed, so each step's beta can be recomputed afterwards.
@@ -155,8 +159,9 @@ def test_training_is_unchanged_by_the_callback():
 def test_plain_fit_after_the_callback_uses_keras_step_again():
     model = compiled(probe_model(dtype="float64", dropout=0.0), lr=0.01)
     x, y = fit_data(16)
+    keras_function = model.make_train_function() or model.train_function
     model.fit(x, y, batch_size=BATCH, epochs=1, callbacks=[BetaEff()], verbose=0)
-    assert "train_step" not in vars(model)
+    assert "train_step" not in vars(model) and model.train_function is keras_function
     hist = model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
     assert "beta_eff" not in hist.history
     cb = BetaEff()  # and a new callback hooks in again

@@ -9,8 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import ncap
 import ncap._dispatch as dispatch
-from ncap.tf import model as tf_model
-from ncap.tf.callback import PROTOCOLS, BetaEff
+from ncap.tf import options
+from ncap.tf.callback import BetaEff
 
 
 def test_the_dispatcher_forwards_every_model_option():
@@ -24,9 +24,9 @@ def test_the_dispatcher_forwards_every_model_option():
 
 
 def test_option_values_are_literals_in_one_place():
-    assert get_args(dispatch.Method) == tf_model.METHODS == ("auto", "closed_form", "autodiff")
-    assert get_args(dispatch.Interaction) == tf_model.INTERACTIONS == ("direct", "hessian")
-    assert PROTOCOLS == ("step", "epoch", "both")
+    assert get_args(dispatch.Method) == options.METHODS == ("auto", "closed_form", "autodiff")
+    assert get_args(dispatch.Interaction) == options.INTERACTIONS == ("direct", "hessian")
+    assert options.PROTOCOLS == ("step", "epoch", "both")
     params = inspect.signature(BetaEff).parameters
-    assert params["protocol"].annotation == "Protocol"  # a Literal, spelt in callback.py
+    assert params["protocol"].annotation == "Protocol"  # the Literal of ncap.tf.options
     assert all(params[n].kind is inspect.Parameter.KEYWORD_ONLY for n in ("protocol", "data"))

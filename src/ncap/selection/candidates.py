@@ -293,8 +293,27 @@ def planned_adaptation(
     return adaptation(spec, data_shape, application_input_shape(spec, data_shape), pixels)
 
 
+def _one_in_one_out(spec: CandidateSpec, m: Any) -> Any:
+    """A backbone must map one input to one feature output (ncap puts its probe on that)."""
+    n_in, n_out = len(m.inputs or []), len(m.outputs or [])
+    if n_in != 1 or n_out != 1:
+        raise ValueError(
+            f"candidate {spec.name!r}: the backbone has {n_in} input(s) and {n_out} output(s); "
+            "ncap needs one input and one feature output (wrap it, e.g. "
+            "keras.Model(m.inputs[0], m.outputs[0]))"
+        )
+    return m
+
+
 def _raw_backbone(spec: CandidateSpec, data_shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
     """The backbone as given, and the input shape it will be fed (after resizing)."""
+    m, shape = _raw_backbone_as_given(spec, data_shape)
+    return _one_in_one_out(spec, m), shape
+
+
+def _raw_backbone_as_given(
+    spec: CandidateSpec, data_shape: tuple[int, ...]
+) -> tuple[Any, tuple[int, ...]]:
     import keras
 
     if spec.kind == "example":

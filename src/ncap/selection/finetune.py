@@ -69,11 +69,10 @@ def data_fingerprint(data: Dataset) -> str:
 
 
 def _limit_threads(threads: int) -> int:
-    """Set TensorFlow's thread pools and op determinism; return the intra-op threads in use.
+    """Set TensorFlow's thread pools; return the intra-op threads in use (0: its default).
 
     The thread count changes float sums and so the training, so it is a run
-    setting, never derived from the worker count. Op determinism makes a run
-    repeat exactly with the same threads. 0 returned: TensorFlow's default.
+    setting, never derived from the worker count.
     """
     import tensorflow as tf
 
@@ -83,8 +82,24 @@ def _limit_threads(threads: int) -> int:
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow already initialised in this process: keep its pools
             pass
-    tf.config.experimental.enable_op_determinism()
     return int(tf.config.threading.get_intra_op_parallelism_threads())
+
+
+def _deterministic_ops(on: bool) -> bool:
+    """Switch TensorFlow op determinism on or off; return whether it was on.
+
+    On while a candidate trains, so that a run repeats exactly with the same
+    threads; put back afterwards, since it is process-wide and Keras turns
+    XLA (``jit_compile``) off under it for whatever the process runs next.
+    """
+    from tensorflow.python.framework import config as tf_config  # Keras reads it there too
+
+    was = bool(tf_config.is_op_determinism_enabled())
+    if on:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+    return was
 
 
 def _batched(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -127,8 +142,10 @@ def finetune_candidate(
     stage = "setup"
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
+    was_deterministic = True  # nothing to put back unless it is switched on below
     try:
         tf_threads = _limit_threads(settings.threads)
+        was_deterministic = _deterministic_ops(True)
         import keras
 
         import ncap
@@ -260,6 +277,9 @@ def finetune_candidate(
                 timing=timing,
             )
         return failed_record(spec, err, key=key, stage=stage, timing=timing)
+    finally:
+        if not was_deterministic:
+            _deterministic_ops(False)
 
 
 def _with_seed_truths(

@@ -117,7 +117,7 @@ def beta_curves_figure(report: SelectionReport) -> Any:
         ax.plot(ep[:e], b[:e], "o", color=col, ms=3)
         if getattr(c.record, "beta_epoch", None):  # beta="both": the epoch protocol, thin
             be = c.curve("beta_epoch")
-            ax.plot(np.arange(1, len(be) + 1), be, "--", color=col, lw=0.7)
+            ax.plot(np.arange(1, len(be) + 1), be, ":", color=col, lw=1.0)
     ax.axvspan(0.5, e + 0.5, color="0.92", zorder=0, label=f"observed (epochs 1-{e})")
     ax.axhline(0.0, color="k", lw=0.5)
     ax.set_xlabel("epoch (1-based)")
@@ -130,7 +130,8 @@ def beta_curves_figure(report: SelectionReport) -> Any:
         # Signs differ and outliers can be large: linear near 0, logarithmic beyond.
         lin = float(np.median(np.abs(vals[vals != 0]))) if np.any(vals != 0) else 1.0
         ax.set_yscale("symlog", linthresh=lin)
-    ax.set_title("beta_eff per epoch")
+    both = any(getattr(c.record, "beta_epoch", None) for c in cands)
+    ax.set_title("beta_eff per epoch" + (" (dotted: the epoch protocol's pass)" if both else ""))
     _legend_outside(ax, len(cands) + 1)
     return fig
 

@@ -6,6 +6,7 @@ the TensorFlow backend. It builds on :mod:`ncap.arrays` and never imports
 
 * :mod:`.probe`: ``attach_probe``; :mod:`.chain`: finding a model's probe layers,
   the one forward replay over them, the per-model cache; :mod:`.losses`: per-sample losses;
+  :mod:`.options`: the option values (``Literal`` types) and their checks;
 * :mod:`.capture`: z, s and g from one forward pass; :mod:`.model`: ``beff`` on a
   model (closed form through :mod:`ncap.arrays`, or :mod:`.autodiff`);
 * :mod:`.callback`: ``BetaEff``. Step protocol: :mod:`.train_step` (the training

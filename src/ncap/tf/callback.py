@@ -16,17 +16,15 @@ import math
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
 from ..arrays.spec import Reduction, check_reduction, check_threads
 from ._backend import keras
+from .options import PROTOCOLS, Protocol, check_count, check_option
 
-__all__ = ["BetaEff", "Protocol"]
-
-Protocol = Literal["step", "epoch", "both"]
-PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+__all__ = ["BetaEff"]
 
 
 class BetaEff(keras.callbacks.Callback):
@@ -66,7 +64,8 @@ class BetaEff(keras.callbacks.Callback):
         protocol: ``"step"``, ``"epoch"`` or ``"both"``.
         data: epoch protocol: the training data ``(x_train, y_train)``.
         batch_size: epoch protocol: batch size of the pass.
-        threads: epoch protocol: CPU threads of the compiled kernel (0 = all cores).
+        threads: epoch protocol: CPU threads of the compiled kernel (0 = all cores). One by
+            default: a batch is little work, and more threads contend with TensorFlow's.
 
     Attributes:
         step_values: step protocol: recorded values, in step order (floats).
@@ -93,20 +92,16 @@ class BetaEff(keras.callbacks.Callback):
         protocol: Protocol = "step",
         data: tuple[Any, Any] | None = None,
         batch_size: int = 32,
-        threads: int = 0,
+        threads: int = 1,
     ) -> None:
         super().__init__()
-        from .epoch_pass import check_batch_size, check_data
+        from .epoch_pass import check_data
 
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"every: expected an integer >= 1, got {every!r}")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
-        self.every = int(every)
+        self.every = check_count(every, "every")
         self.reduction = check_reduction(reduction)
         self.layers = None if layers is None else list(layers)
-        self.protocol = protocol
-        self.batch_size = check_batch_size(batch_size)
+        self.protocol = check_option(protocol, "protocol", PROTOCOLS)
+        self.batch_size = check_count(batch_size, "batch_size")
         self.threads = check_threads(threads)
         if protocol == "step":
             if data is not None:

@@ -22,6 +22,7 @@ from ..arrays.spec import MIN_BETA_LAYERS, shallow_probe_error
 from ._backend import tf
 from .chain import ProbeChain, elementwise_derivative, get_chain
 from .losses import check_labels, resolve_loss
+from .options import check_flag
 
 __all__ = ["Capture", "capture", "forward", "get_chain", "recursion"]
 
@@ -270,11 +271,12 @@ def capture(
             elementwise layers between (use ``ncap.beff(model, x, y,
             method="autodiff")``), labels that do not match the output.
     """
+    training = check_flag(training, "training")
     chain = get_chain(model, layers)
     chain.require_closed_form(
         "model", "ncap.capture", "use ncap.beff(model, x, y, method='autodiff') for general probes"
     )
-    state = forward(chain, x, y, training=bool(training), loss=loss, seed=seed)
+    state = forward(chain, x, y, training=training, loss=loss, seed=seed)
     return capture_from_state(chain, state)
 
 

@@ -10,7 +10,6 @@ pass leaves training unchanged.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,16 +43,6 @@ def check_data(data: Any) -> tuple[Any, np.ndarray, int]:
     if n == 0:
         raise ValueError("data: no samples")
     return x, y, n
-
-
-def check_batch_size(batch_size: Any) -> int:
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
-    return int(batch_size)
 
 
 def batch_values(

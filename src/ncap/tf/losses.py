@@ -23,7 +23,11 @@ def _loss_name(loss: Any) -> str:
 
 
 def _from_logits(loss: Any) -> bool | None:
-    cfg = getattr(loss, "_fn_kwargs", None)
+    """A Keras loss object's ``from_logits`` (part of its public config), None if it has none."""
+    try:
+        cfg = loss.get_config() if isinstance(loss, keras.losses.Loss) else None
+    except (NotImplementedError, TypeError, ValueError):
+        cfg = None
     if isinstance(cfg, dict) and "from_logits" in cfg:
         return bool(cfg["from_logits"])
     return None

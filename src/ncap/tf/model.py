@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
@@ -23,23 +23,7 @@ from .capture import (
     get_chain,
 )
 from .chain import ProbeChain
-
-Method = Literal["auto", "closed_form", "autodiff"]
-Interaction = Literal["direct", "hessian"]
-METHODS: tuple[str, ...] = get_args(Method)
-INTERACTIONS: tuple[str, ...] = get_args(Interaction)
-
-
-def _check_option(value: Any, argument: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{argument}: expected one of {allowed}, got {value!r}")
-    return str(value)
-
-
-def _check_flag(value: Any, argument: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{argument}: expected True or False, got {value!r}")
-    return bool(value)
+from .options import INTERACTIONS, METHODS, Interaction, Method, check_flag, check_option
 
 
 def beff(
@@ -90,12 +74,12 @@ def beff(
             do not match the output, an unsupported probe or interaction for the
             closed form, and unknown option values.
     """
-    method = _check_option(method, "method", METHODS)
-    interaction = _check_option(interaction, "interaction", INTERACTIONS)
+    method = check_option(method, "method", METHODS)
+    interaction = check_option(interaction, "interaction", INTERACTIONS)
     reduction = check_reduction(reduction)
     threads = check_threads(threads)
-    training = _check_flag(training, "training")
-    compiled = _check_flag(compiled, "compiled")
+    training = check_flag(training, "training")
+    compiled = check_flag(compiled, "compiled")
     chain = get_chain(model, layers)
     check_depth(chain)
     if method == "auto":
@@ -106,7 +90,9 @@ def beff(
                 "interaction: the hessian interaction is computed by autodiff only; use "
                 "method='autodiff' (or method='auto')"
             )
-        chain.require_closed_form("method", "method='closed_form'", "use method='autodiff'")
+        chain.require_closed_form(
+            "method", "ncap.beff(model, x, y, method='closed_form')", "use method='autodiff'"
+        )
     if capture is not None:
         if not isinstance(capture, Capture):
             raise TypeError(f"capture: expected an ncap.Capture, got {type(capture).__name__}")

@@ -5,7 +5,7 @@
 * Results are bit-identical for threads = 1, 2, 7 (more than the cores) and 0
   (all), and from one call to the next.
 * A process forked after a threaded call computes in the child instead of
-  hanging (the child runs on one thread: OpenMP is not fork-safe).
+  hanging (fork copies no helper threads; the child runs on one thread).
 * The GIL is released while the kernel runs: another Python thread keeps
   counting during a long ncap.beff call, far more than it can during a C call
   that holds the GIL (the control).
@@ -210,7 +210,7 @@ batch, widths = 512, [64, 128, 96, 80, 10]
 acts = [rng.normal(size=(batch, n)) for n in widths[:-1]]
 derivs = [(rng.random((batch, n)) < 0.6).astype(float) for n in widths[1:-1]]
 grads = [rng.normal(size=(batch, n)) for n in widths[1:]]
-want = ncap.beff(acts, derivs, grads, threads=2)  # above the team threshold: starts OpenMP threads
+want = ncap.beff(acts, derivs, grads, threads=2)  # above the threshold: starts helper threads
 assert not _core.in_forked_child()
 pid = os.fork()
 if pid == 0:
@@ -228,7 +228,8 @@ print("CHILD", os.waitstatus_to_exitcode(status))
 
 
 def test_a_child_forked_after_a_threaded_call_runs_on_one_thread():
-    """OpenMP is not fork-safe: a team in the child waits forever. The child runs serially."""
+    """Fork copies no helper threads (with OpenMP a team in the child waited forever): the
+    child computes the same numbers on one thread."""
     src = str(Path(ncap.__file__).absolute().parents[1])
     proc = subprocess.run(
         [sys.executable, "-c", _FORK_AFTER_TEAM],

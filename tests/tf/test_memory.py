@@ -135,9 +135,13 @@ def test_new_models_grow_rss_no_more_than_plain_keras():
         ncap.capture(model, x, y)
         keras.backend.clear_session()
 
-    keras_growth = _growth(plain, 30, warmup=2)
-    ncap_growth = _growth(used, 30, warmup=2)
-    assert ncap_growth < keras_growth + 15, (
+    for _ in range(2):  # warm up both before measuring either
+        plain()
+        used()
+    keras_growth = _growth(plain, 30, warmup=0)
+    ncap_growth = _growth(used, 30, warmup=0)
+    # RSS can also fall (memory of earlier tests returned): compare with no growth at least.
+    assert ncap_growth < max(keras_growth, 0.0) + 15, (
         f"30 models: RSS grew by {ncap_growth:.1f} MB with ncap, {keras_growth:.1f} MB without"
     )
 

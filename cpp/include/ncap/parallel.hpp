@@ -23,9 +23,9 @@ int available_threads();
 // True in a child forked after this library was loaded.
 bool in_forked_child();
 
-// Below this many multiply-adds (about 0.1-0.2 ms of one core) a call runs on
-// one thread: handing out work costs more than it saves.
-constexpr double kParallelWork = 4.0e6;
+// Below this many multiply-adds (some 30-50 us of one core) a call runs on one
+// thread: waking a helper takes longer than the work.
+constexpr double kParallelWork = 1.0e6;
 // Reading one input value costs about as much as this many multiply-adds.
 constexpr double kLoadWork = 8.0;
 

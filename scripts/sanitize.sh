@@ -44,6 +44,7 @@ if [[ ! -e "$LIBASAN" ]]; then
   exit 2
 fi
 
+mkdir -p "$(dirname "$BUILD")"  # the configure log sits beside the build directory
 echo "== configure + build ($BUILD, NCAP_SANITIZE=ON)"
 GENERATOR=()
 if command -v ninja >/dev/null 2>&1; then GENERATOR=(-G Ninja); fi

@@ -127,6 +127,50 @@ def test_training_capture_leaves_the_model_unchanged():
         np.testing.assert_array_equal(a, b)
 
 
+def _bn_backbone_model():
+    """A backbone whose forward pass in training mode changes state: BatchNorm moving
+    statistics and a Dropout's random generator; its Dense layer is frozen (non-trainable,
+    but only read by a forward pass)."""
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(
+        8, kernel_initializer=keras.initializers.GlorotNormal(0), name="bb_dense"
+    )(inp)
+    h = keras.layers.BatchNormalization(momentum=0.5, name="bb_bn")(h)
+    h = keras.layers.Dropout(0.3, name="bb_dropout")(keras.layers.ReLU()(h))
+    model = ncap.attach_probe(keras.Model(inp, h), 3, hidden=(7, 6, 5), seed=1)
+    model.get_layer("bb_dense").trainable = False
+    return model
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_training_forward_restores_backbone_statistics(compiled):
+    from ncap.tf.capture import _mutable_state, forward, get_chain
+
+    model = _bn_backbone_model()
+    x, y = data(n=16)
+    bn = model.get_layer("bb_bn")
+    # A training-mode call of the backbone changes its statistics ...
+    backbone = keras.Model(model.inputs[0], model.get_layer("bb_dropout").output)
+    stats = bn.moving_mean.numpy().copy()
+    backbone(x, training=True)
+    assert not np.array_equal(bn.moving_mean.numpy(), stats)
+    before = [v.numpy().copy() for v in model.variables]
+    chain = get_chain(model)
+    state = forward(chain, x, y, training=True, compiled=compiled)
+    assert state.z[0].shape == (16, 8)
+    # ... and the capture's forward pass puts them back, inside the same call.
+    for b, v in zip(before, model.variables, strict=True):
+        np.testing.assert_array_equal(v.numpy(), b, err_msg=v.path)
+    # What it restores: statistics and random states, not the kernels it only reads.
+    restored = {id(v) for v in _mutable_state(chain)}
+    assert id(bn.moving_mean) in restored and id(bn.moving_variance) in restored
+    assert not any(id(w.kernel) in restored for w in chain.weights)
+    assert id(model.get_layer("bb_dense").kernel) not in restored
+    assert any(
+        id(v) == id(model.get_layer("bb_dense").kernel) for v in model.non_trainable_variables
+    )
+
+
 def test_seed_draws_reproducible_masks():
     model = probe_model()
     x, y = data(n=16)

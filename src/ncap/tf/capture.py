@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..arrays.spec import MIN_BETA_LAYERS, shallow_probe_error
-from ._backend import tf
-from .chain import ProbeChain, elementwise_derivative, get_chain
+from ._backend import keras, tf
+from .chain import ProbeChain, elementwise_derivative, get_chain, is_weight_layer
 from .losses import check_labels, resolve_loss
 from .options import check_flag
 
@@ -88,18 +88,27 @@ class Capture:
         return int(self.acts[0].shape[0])
 
 
-class _restored_state:
-    """Put back the model's non-trainable variables (moving statistics, RNG states)."""
+def _mutable_state(chain: ProbeChain) -> list:
+    """The variables a forward pass may change: the model's non-trainable variables (moving
+    statistics, random-generator states, ...) except the kernels and biases of Dense and
+    convolution layers, which a forward pass only reads (the probe's frozen weights are the
+    largest of them; copying them would cost more than the pass)."""
+    read_only = set()
+    for layer in _all_layers(chain.model):
+        if is_weight_layer(layer) or isinstance(layer, keras.layers.Dense):
+            for v in (getattr(layer, "kernel", None), getattr(layer, "bias", None)):
+                if v is not None:
+                    read_only.add(id(v))
+    return [v for v in chain.model.non_trainable_variables if id(v) not in read_only]
 
-    def __init__(self, model: Any, active: bool):
-        self.variables = list(model.non_trainable_variables) if active else []
 
-    def __enter__(self) -> None:
-        self.saved = [v.numpy() for v in self.variables]
-
-    def __exit__(self, *exc: Any) -> None:
-        for v, value in zip(self.variables, self.saved, strict=False):
-            v.assign(value)
+def _all_layers(layer: Any) -> list:
+    out, stack = [], list(getattr(layer, "layers", []))
+    while stack:
+        child = stack.pop()
+        out.append(child)
+        stack.extend(getattr(child, "layers", []))
+    return out
 
 
 def _seed_tensor(seed: Any) -> Any:
@@ -133,8 +142,7 @@ def forward(
     loss_fn = resolve_loss(model, loss, np.asarray(y), _tail_is_probability(chain))
     labels = check_labels(y, n, n_out, loss_fn.loss_name)
     core = _core_function(chain, bool(training), seed_t is None, loss_fn, compiled)
-    with _restored_state(model, training):
-        zs, as_, records, kernels, outputs, losses, g_last, derivs, grads = core(x, labels, seed_t)
+    zs, as_, records, kernels, outputs, losses, g_last, derivs, grads = core(x, labels, seed_t)
     return ProbeState(
         z=list(zs),
         a=list(as_),
@@ -159,7 +167,22 @@ def _batch_size(x: Any) -> int:
 
 
 def _core_function(chain: ProbeChain, training: bool, unseeded: bool, loss_fn: Any, compiled: bool):
+    if not compiled:
+        return _make_core(chain, training, loss_fn)
+    key = ("forward", training, unseeded, loss_fn.key)
+    if key not in chain.traced:  # one traced function per mode and loss, closing over them
+        chain.traced[key] = tf.function(_make_core(chain, training, loss_fn), reduce_retracing=True)
+    return chain.traced[key]
+
+
+def _make_core(chain: ProbeChain, training: bool, loss_fn: Any):
+    # With training=True the backbone updates its moving statistics and the layers draw from
+    # their random generators; the model is put back inside the same (traced) function, so
+    # that nothing crosses to the host.
+    mutable = _mutable_state(chain) if training else []
+
     def core(x: Any, labels: Any, seed_t: Any):
+        saved = [tf.identity(v.value) for v in mutable]
         rep = chain.replay(x, training=training, seed=seed_t)
         outputs, losses, g_last = loss_and_gradient(chain, rep.a[-1], labels, loss_fn)
         derivs = grads = None
@@ -169,14 +192,11 @@ def _core_function(chain: ProbeChain, training: bool, unseeded: bool, loss_fn: A
                 for i in range(chain.n_layers - 1)
             ]
             grads = recursion(chain, derivs, g_last, rep.kernels)
+        for v, value in zip(mutable, saved, strict=True):
+            v.assign(value)
         return rep.z, rep.a, rep.records, rep.kernels, outputs, losses, g_last, derivs, grads
 
-    if not compiled:
-        return core
-    key = ("forward", training, unseeded, loss_fn.key)
-    if key not in chain.traced:  # one traced function per mode and loss, closing over them
-        chain.traced[key] = tf.function(core, reduce_retracing=True)
-    return chain.traced[key]
+    return core
 
 
 def loss_and_gradient(chain: ProbeChain, a_last: Any, labels: Any, loss_fn: Any):

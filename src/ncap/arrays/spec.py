@@ -25,7 +25,7 @@ MIN_DEGREE_LAYERS: int = int(_core.MIN_DEGREE_LAYERS)
 REDUCTIONS: tuple[str, ...] = ("batch", "sample")
 Reduction = Literal["batch", "sample"]
 #: The largest thread count accepted (anything above is a typo, not a machine).
-MAX_THREADS = 4096
+MAX_THREADS: int = int(_core.MAX_THREADS)
 
 
 def shallow_probe_error(n_layers: int, argument: str, hint: str) -> ValueError:

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras
 import numpy as np
+from bench_tf import _interleaved  # noqa: E402
 
 import ncap
-from ncap.keras import BetaEff
+from ncap.keras import BetaEff  # noqa: E402
 
 
 def build(seed: int = 0):
@@ -52,14 +53,8 @@ def main() -> None:
     }
     for run in runs.values():  # trace
         run()
-    times = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for k, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t0)
+    med, times = _interleaved(runs, args.rounds)
     assert len(cb.step_values) == args.steps and np.all(np.isfinite(cb.step_values))
-    med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
     print(
         f"MobileNetV2 32x32, {args.steps} steps of 64, {args.rounds} rounds interleaved: "

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_tf import _conv_probe_model, _digits  # noqa: E402
+from bench_tf import _conv_probe_model, _digits, _interleaved  # noqa: E402
 
 import ncap  # noqa: E402
 
@@ -48,13 +46,7 @@ def main() -> None:
     for fn in fns.values():  # trace and warm up
         fn()
         fn()
-    times = {k: [] for k in fns}
-    for _ in range(args.rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med, times = _interleaved(fns, args.rounds)
     for k, v in times.items():
         print(f"{k:18s} min {min(v) * 1e3:7.2f} ms  median {med[k] * 1e3:7.2f} ms")
     c = med["closed_form"]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..arrays.spec import MIN_BETA_LAYERS, shallow_probe_error
-from ._backend import keras, tf
+from ._backend import tf
 from .chain import ProbeChain, elementwise_derivative, get_chain, is_weight_layer
 from .losses import check_labels, resolve_loss
 from .options import check_flag
@@ -95,7 +95,7 @@ def _mutable_state(chain: ProbeChain) -> list:
     largest of them; copying them would cost more than the pass)."""
     read_only = set()
     for layer in _all_layers(chain.model):
-        if is_weight_layer(layer) or isinstance(layer, keras.layers.Dense):
+        if is_weight_layer(layer):
             for v in (getattr(layer, "kernel", None), getattr(layer, "bias", None)):
                 if v is not None:
                     read_only.add(id(v))

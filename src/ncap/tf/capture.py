@@ -183,17 +183,19 @@ def _make_core(chain: ProbeChain, training: bool, loss_fn: Any):
 
     def core(x: Any, labels: Any, seed_t: Any):
         saved = [tf.identity(v.value) for v in mutable]
-        rep = chain.replay(x, training=training, seed=seed_t)
-        outputs, losses, g_last = loss_and_gradient(chain, rep.a[-1], labels, loss_fn)
-        derivs = grads = None
-        if chain.closed_form_ok:
-            derivs = [
-                elementwise_derivative(chain.segments[i], rep.a[i], rep.records[i])
-                for i in range(chain.n_layers - 1)
-            ]
-            grads = recursion(chain, derivs, g_last, rep.kernels)
-        for v, value in zip(mutable, saved, strict=True):
-            v.assign(value)
+        try:  # eagerly, a pass that fails half-way still puts the model back
+            rep = chain.replay(x, training=training, seed=seed_t)
+            outputs, losses, g_last = loss_and_gradient(chain, rep.a[-1], labels, loss_fn)
+            derivs = grads = None
+            if chain.closed_form_ok:
+                derivs = [
+                    elementwise_derivative(chain.segments[i], rep.a[i], rep.records[i])
+                    for i in range(chain.n_layers - 1)
+                ]
+                grads = recursion(chain, derivs, g_last, rep.kernels)
+        finally:
+            for v, value in zip(mutable, saved, strict=True):
+                v.assign(value)
         return rep.z, rep.a, rep.records, rep.kernels, outputs, losses, g_last, derivs, grads
 
     return core

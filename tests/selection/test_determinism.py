@@ -214,3 +214,51 @@ def test_thread_count_is_a_setting_not_the_worker_count():
         s = RunSettings.from_arguments(workers=workers)
         assert s.threads == DEFAULT_THREADS == 1 and s.train_settings().threads == 1
     assert RunSettings.from_arguments(workers=4, threads=3).train_settings().threads == 3
+
+
+def test_other_threads_drawing_from_pythons_random_change_nothing(tiny_data, runs):
+    """A Dask worker's event loop draws from Python's global ``random`` (connection
+    retries back off by ``random.uniform``) while a candidate is built in another
+    thread. The candidate's initial weights must not depend on those draws: the
+    records equal those of a run nobody disturbed."""
+    import random
+    import threading
+
+    stop = threading.Event()
+    draws = [0]
+
+    def draw() -> None:
+        while not stop.wait(0.0002):  # sporadic, like an event loop, not a busy loop
+            random.random()
+            draws[0] += 1
+
+    t = threading.Thread(target=draw, daemon=True)
+    t.start()
+    try:
+        disturbed = _select(tiny_data, cands=("cnn", "mlp"))
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    assert draws[0] > 100  # the other thread did draw while the candidates were built
+    calm = _by_name(runs["step"])
+    for c in disturbed.candidates:
+        assert c.ok, c.error
+        assert c.record.val_accuracy == calm[c.name].record.val_accuracy, c.name
+        assert c.record.beta == calm[c.name].record.beta, c.name
+
+
+def test_seeded_gives_keras_back_the_shared_generator_even_after_an_error():
+    import random
+
+    from keras.src.random import seed_generator
+
+    from ncap.selection.seeding import seeded
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with seeded(3) as reseed:
+            assert seed_generator.python_random is not random  # a private generator
+            first = seed_generator.make_default_seed()
+            reseed()
+            assert seed_generator.make_default_seed() == first  # seeded again, same draw
+            raise RuntimeError("inside")
+    assert seed_generator.python_random is random

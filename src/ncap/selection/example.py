@@ -225,14 +225,18 @@ def pretrain(spec: BackboneSpec) -> Any:
     """Build the backbone and pre-train it with a softmax head on its source classes."""
     import keras
 
-    keras.utils.set_random_seed(spec.seed)
-    backbone = build_backbone(spec)
-    if spec.pretrain_epochs > 0:
-        x, y = source_data(spec.source_classes)
-        head = keras.layers.Dense(len(spec.source_classes), activation="softmax", name="head")
-        model = keras.Sequential([backbone, head])
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-        model.fit(x, y, batch_size=32, epochs=spec.pretrain_epochs, verbose=0, shuffle=True)
+    from .seeding import seeded
+
+    with seeded(spec.seed):
+        backbone = build_backbone(spec)
+        if spec.pretrain_epochs > 0:
+            x, y = source_data(spec.source_classes)
+            head = keras.layers.Dense(len(spec.source_classes), activation="softmax", name="head")
+            model = keras.Sequential([backbone, head])
+            model.compile(
+                optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy"
+            )
+            model.fit(x, y, batch_size=32, epochs=spec.pretrain_epochs, verbose=0, shuffle=True)
     return backbone
 
 

@@ -15,6 +15,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from .candidates import CandidateSpec
 from .dataset import Dataset
 from .record import RECORD_VERSION, CandidateRecord, finite_list
+from .seeding import seeded
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ def finetune_candidate(
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     was_deterministic = True  # nothing to put back unless it is switched on below
+    private_seeds = ExitStack()  # Keras' own seed generator while this candidate runs
     try:
         tf_threads = _limit_threads(settings.threads)
         was_deterministic = _deterministic_ops(True)
@@ -157,7 +160,7 @@ def finetune_candidate(
 
         stage = "build"
         keras.backend.clear_session()  # one candidate's graphs must not pile up on the next
-        keras.utils.set_random_seed(settings.seed)
+        reseed = private_seeds.enter_context(seeded(settings.seed))
         t = time.perf_counter()
         backbone, adapted = build_adapted_backbone(
             spec, data.input_shape, pixel_range(data.x_train)
@@ -176,7 +179,7 @@ def finetune_candidate(
         timing["logme_s"] = time.perf_counter() - t
 
         stage = "probe"
-        keras.utils.set_random_seed(settings.seed)
+        reseed()
         model = ncap.attach_probe(
             backbone,
             data.num_classes,
@@ -278,6 +281,7 @@ def finetune_candidate(
             )
         return failed_record(spec, err, key=key, stage=stage, timing=timing)
     finally:
+        private_seeds.close()
         if not was_deterministic:
             _deterministic_ops(False)
 

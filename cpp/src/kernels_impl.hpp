@@ -65,6 +65,8 @@ NCAP_INLINE V load_as_double(const double* p) { return load(p); }
 NCAP_INLINE V load_as_double(const float* p) {
 #if NCAP_ISA_LEVEL == 2  // one vcvtps2pd (GCC 12 splits the generic conversion in two)
   return reinterpret_cast<V>(_mm512_cvtps_pd(_mm256_loadu_ps(p)));
+#elif NCAP_ISA_LEVEL == 1
+  return reinterpret_cast<V>(_mm256_cvtps_pd(_mm_loadu_ps(p)));
 #else
   VF f;
   std::memcpy(&f, p, sizeof f);
@@ -113,6 +115,14 @@ NCAP_INLINE double fold_vectors(V* acc) {
   return fold(lanes, W);
 }
 
+// The sums of x and of |x| need 2 * kSumLanes / W accumulators: with 16 vector
+// registers (AVX2) they do not fit together, and spilling them cost more than the
+// conversion itself. Then each block of kLoadChunk values is converted once (into
+// dense, or a chunk in L1) and read twice, once per sum; the lanes and the order of
+// the additions are the same.
+constexpr bool kSumsApart = NCAP_ISA_LEVEL == 1;
+constexpr int64_t kLoadChunk = 512;
+
 template <typename T, bool kDense, bool kMask>
 NCAP_INLINE void load_contiguous(const T* __restrict src, int64_t n, double* __restrict dense,
                                  uint64_t* __restrict mask, double* sums) {
@@ -121,18 +131,48 @@ NCAP_INLINE void load_contiguous(const T* __restrict src, int64_t n, double* __r
   for (int q = 0; q < kVectors; ++q) acc[q] = abs_acc[q] = zero();
   uint64_t word = 0;
   int64_t i = 0;
-  for (; i + kSumLanes <= n; i += kSumLanes) {
-    for (int q = 0; q < kVectors; ++q) {
-      const V x = load_as_double(src + i + q * W);
-      if constexpr (kDense) store(dense + i + q * W, x);
-      if constexpr (kMask) word |= nonzero_bits(x) << ((i + q * W) & 63);
-      acc[q] += x;
-      abs_acc[q] += abs_of(x);
+  if constexpr (kSumsApart) {
+    double chunk[kDense ? 1 : kLoadChunk];  // the converted values, when not kept in dense
+    while (i + kSumLanes <= n) {
+      const int64_t end = i + kLoadChunk <= n ? i + kLoadChunk : n - (n - i) % kSumLanes;
+      double* converted = kDense ? dense + i : chunk;  // value j at converted[j - i]
+      V a[kVectors];  // register copies: the arrays themselves live in memory
+      for (int q = 0; q < kVectors; ++q) a[q] = acc[q];
+      for (int64_t j = i; j < end; j += kSumLanes) {
+        for (int q = 0; q < kVectors; ++q) {
+          const V x = load_as_double(src + j + q * W);  // each value converted once
+          store(converted + (j - i) + q * W, x);
+          if constexpr (kMask) word |= nonzero_bits(x) << ((j + q * W) & 63);
+          a[q] += x;
+        }
+        if constexpr (kMask) {
+          if (((j + kSumLanes) & 63) == 0) {
+            mask[j >> 6] = word;
+            word = 0;
+          }
+        }
+      }
+      for (int q = 0; q < kVectors; ++q) acc[q] = a[q];
+      for (int q = 0; q < kVectors; ++q) a[q] = abs_acc[q];
+      for (int64_t j = i; j < end; j += kSumLanes)
+        for (int q = 0; q < kVectors; ++q) a[q] += abs_of(load(converted + (j - i) + q * W));
+      for (int q = 0; q < kVectors; ++q) abs_acc[q] = a[q];
+      i = end;
     }
-    if constexpr (kMask) {
-      if (((i + kSumLanes) & 63) == 0) {
-        mask[i >> 6] = word;
-        word = 0;
+  } else {
+    for (; i + kSumLanes <= n; i += kSumLanes) {
+      for (int q = 0; q < kVectors; ++q) {
+        const V x = load_as_double(src + i + q * W);
+        if constexpr (kDense) store(dense + i + q * W, x);
+        if constexpr (kMask) word |= nonzero_bits(x) << ((i + q * W) & 63);
+        acc[q] += x;
+        abs_acc[q] += abs_of(x);
+      }
+      if constexpr (kMask) {
+        if (((i + kSumLanes) & 63) == 0) {
+          mask[i >> 6] = word;
+          word = 0;
+        }
       }
     }
   }
@@ -296,16 +336,16 @@ void transpose(const double* __restrict src, int64_t lds, int64_t rows, int64_t 
 
 // ------------------------------------------------------------ sparse x dense
 
-// acc[0..NV) = sum over the nonzeros k of row r of p.x of x[r, k] (* weight[k]) * y[k, c0 ..].
-// Sums over k in increasing order, one accumulator per column.
+// acc[0..NV) += sum over the nonzeros k of row r of p.x in mask words [wd0, wd1) of
+// x[r, k] (* weight[k]) * y[k, c0 ..]. Sums over k in increasing order, one
+// accumulator per column: splitting the words into blocks gives the same bits.
 template <int NV, bool kWeighted>
-NCAP_INLINE void panel(const SparseOperand& p, int64_t r, int64_t c0, V* acc) {
-  for (int q = 0; q < NV; ++q) acc[q] = zero();
+NCAP_INLINE void panel_words(const SparseOperand& p, int64_t r, int64_t c0, int64_t wd0, int64_t wd1,
+                             V* acc) {
   const double* __restrict x = p.x + r * p.ldx;
   const uint64_t* __restrict m = p.mask + r * p.ldm;
   const double* __restrict y = p.y + c0;
-  const int64_t words = mask_words(p.width);
-  for (int64_t wd = 0; wd < words; ++wd) {
+  for (int64_t wd = wd0; wd < wd1; ++wd) {
     uint64_t bits = m[wd];
     while (bits) {
       const int64_t k = (wd << 6) + ctz64(bits);
@@ -316,6 +356,12 @@ NCAP_INLINE void panel(const SparseOperand& p, int64_t r, int64_t c0, V* acc) {
       for (int q = 0; q < NV; ++q) acc[q] += a * load(yk + q * W);
     }
   }
+}
+
+template <int NV, bool kWeighted>
+NCAP_INLINE void panel(const SparseOperand& p, int64_t r, int64_t c0, V* acc) {
+  for (int q = 0; q < NV; ++q) acc[q] = zero();
+  panel_words<NV, kWeighted>(p, r, c0, 0, mask_words(p.width), acc);
 }
 
 // Columns that do not fill a vector: one at a time.
@@ -348,15 +394,14 @@ NCAP_INLINE void any_panel(const SparseOperand& p, int64_t r, int64_t c0, V* acc
 // strip of y is read once for both (a zero of one row adds an exact 0 to its
 // sums). Halves the cache traffic of the dense operand where rows overlap.
 template <int NV, bool kWeighted>
-NCAP_INLINE void panel_pair(const SparseOperand& p, int64_t r, int64_t c0, V* acc0, V* acc1) {
-  for (int q = 0; q < NV; ++q) acc0[q] = acc1[q] = zero();
+NCAP_INLINE void panel_pair_words(const SparseOperand& p, int64_t r, int64_t c0, int64_t wd0, int64_t wd1,
+                                  V* acc0, V* acc1) {
   const double* __restrict x0 = p.x + r * p.ldx;
   const double* __restrict x1 = x0 + p.ldx;
   const uint64_t* __restrict m0 = p.mask + r * p.ldm;
   const uint64_t* __restrict m1 = m0 + p.ldm;
   const double* __restrict y = p.y + c0;
-  const int64_t words = mask_words(p.width);
-  for (int64_t wd = 0; wd < words; ++wd) {
+  for (int64_t wd = wd0; wd < wd1; ++wd) {
     uint64_t bits = m0[wd] | m1[wd];
     while (bits) {
       const int64_t k = (wd << 6) + ctz64(bits);
@@ -382,53 +427,67 @@ NCAP_INLINE void panel_pair(const SparseOperand& p, int64_t r, int64_t c0, V* ac
 // saves (measured on Zen 4: AVX2 -10% on the reference trace, +37% on dense rows).
 constexpr bool kPairRows = NCAP_ISA_LEVEL == 2;
 
-template <int NV>
-NCAP_INLINE void any_panel_pair(const SparseOperand& p, int64_t r, int64_t c0, V* acc0, V* acc1) {
-  if (p.weight) panel_pair<NV, true>(p, r, c0, acc0, acc1);
-  else panel_pair<NV, false>(p, r, c0, acc0, acc1);
-}
-
 NCAP_INLINE double any_column(const SparseOperand& p, int64_t r, int64_t c) {
   return p.weight ? panel_column<true>(p, r, c) : panel_column<false>(p, r, c);
+}
+
+// Mask words per block of the reduction index k: a block of a strip of y (64 k x NV
+// vectors, at most 16 KiB) stays in L1 while every row of a chunk reads it. Without
+// blocks each row streamed the whole strip (up to 2048 k x 32 columns, 512 KiB) from L2.
+template <int NV>
+constexpr int64_t kBlockWords = (16384 / (64 * NV * W * 8)) > 1 ? 16384 / (64 * NV * W * 8) : 1;
+
+// part[r][0 .. NV * W) = row r0 + r of P = p.x * p.y on columns c0 .., for r < rows;
+// block by block of k, each row's sums carried in part between blocks (the order of
+// the additions, k increasing, is the unblocked one: the same bits).
+template <int NV, bool kWeighted>
+NCAP_INLINE void strip_rows(const SparseOperand& p, int64_t c0, int64_t r0, int64_t rows,
+                            double (*part)[NV * W]) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int k = 0; k < NV * W; ++k) part[r][k] = 0.0;
+  const int64_t words = mask_words(p.width);
+  for (int64_t wd0 = 0; wd0 < words; wd0 += kBlockWords<NV>) {
+    const int64_t wd1 = wd0 + kBlockWords<NV> < words ? wd0 + kBlockWords<NV> : words;
+    int64_t r = 0;
+    if constexpr (kPairRows) {
+      for (; r + 2 <= rows; r += 2) {
+        V acc0[NV], acc1[NV];
+        std::memcpy(acc0, part[r], sizeof acc0);
+        std::memcpy(acc1, part[r + 1], sizeof acc1);
+        panel_pair_words<NV, kWeighted>(p, r0 + r, c0, wd0, wd1, acc0, acc1);
+        std::memcpy(part[r], acc0, sizeof acc0);
+        std::memcpy(part[r + 1], acc1, sizeof acc1);
+      }
+    }
+    for (; r < rows; ++r) {
+      V acc[NV];
+      std::memcpy(acc, part[r], sizeof acc);
+      panel_words<NV, kWeighted>(p, r0 + r, c0, wd0, wd1, acc);
+      std::memcpy(part[r], acc, sizeof acc);
+    }
+  }
+}
+
+template <int NV>
+NCAP_INLINE void any_strip_rows(const SparseOperand& p, int64_t c0, int64_t r0, int64_t rows,
+                                double (*part)[NV * W]) {
+  if (p.weight) strip_rows<NV, true>(p, c0, r0, rows, part);
+  else strip_rows<NV, false>(p, c0, r0, rows, part);
 }
 
 // lanes[r][..] += w * P * Q on the NV vectors of columns c0 .. c0 + NV * W.
 template <int NV>
 NCAP_INLINE void fused_panel(const SparseOperand& p, const SparseOperand& q, const double* w, int64_t c0,
                              int64_t r0, int64_t rows, double (*lanes)[kPanel]) {
-  double p_part[kMaxRows][NV * W];
-  V acc[NV], acc1[NV];
-  auto combine = [&](int64_t r, const V* qv) {
+  double p_part[kMaxRows][NV * W], q_part[kMaxRows][NV * W];
+  any_strip_rows<NV>(p, c0, r0, rows, p_part);  // p's strip of y is reused by every row
+  any_strip_rows<NV>(q, c0, r0, rows, q_part);  // then q's
+  for (int64_t r = 0; r < rows; ++r)
     for (int v = 0; v < NV; ++v) {
       V pw = load(p_part[r] + v * W);
       if (w) pw = pw * load(w + c0 + v * W);
-      store(lanes[r] + v * W, load(lanes[r] + v * W) + pw * qv[v]);
+      store(lanes[r] + v * W, load(lanes[r] + v * W) + pw * load(q_part[r] + v * W));
     }
-  };
-  int64_t r = 0;
-  if constexpr (kPairRows) {
-    for (; r + 2 <= rows; r += 2) {  // p's strip of y is reused by every row
-      any_panel_pair<NV>(p, r0 + r, c0, acc, acc1);
-      std::memcpy(p_part[r], acc, sizeof acc);
-      std::memcpy(p_part[r + 1], acc1, sizeof acc1);
-    }
-  }
-  for (; r < rows; ++r) {
-    any_panel<NV>(p, r0 + r, c0, acc);
-    std::memcpy(p_part[r], acc, sizeof acc);
-  }
-  r = 0;
-  if constexpr (kPairRows) {
-    for (; r + 2 <= rows; r += 2) {  // then q's strip
-      any_panel_pair<NV>(q, r0 + r, c0, acc, acc1);
-      combine(r, acc);
-      combine(r + 1, acc1);
-    }
-  }
-  for (; r < rows; ++r) {
-    any_panel<NV>(q, r0 + r, c0, acc);
-    combine(r, acc);
-  }
 }
 
 void fused_pair(const SparseOperand& p, const SparseOperand& q, const double* w, int64_t m, int64_t r0,

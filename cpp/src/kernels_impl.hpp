@@ -29,6 +29,7 @@ constexpr int kMaxRows = 16;       // rows per fused_pair chunk (lane sums kept 
 
 #if defined(__GNUC__) || defined(__clang__)
 #define NCAP_INLINE inline __attribute__((always_inline))
+#define NCAP_LAMBDA_INLINE __attribute__((always_inline))
 #if NCAP_ISA_WIDTH > 1
 typedef double V __attribute__((vector_size(8 * NCAP_ISA_WIDTH)));
 typedef float VF __attribute__((vector_size(4 * NCAP_ISA_WIDTH)));
@@ -38,6 +39,7 @@ typedef long long VI __attribute__((vector_size(8 * NCAP_ISA_WIDTH)));
 NCAP_INLINE int ctz64(uint64_t x) { return __builtin_ctzll(x); }
 #else
 #define NCAP_INLINE inline
+#define NCAP_LAMBDA_INLINE
 NCAP_INLINE int ctz64(uint64_t x) {
   int n = 0;
   while (!(x & 1)) { x >>= 1; ++n; }
@@ -401,22 +403,25 @@ NCAP_INLINE void panel_pair_words(const SparseOperand& p, int64_t r, int64_t c0,
   const uint64_t* __restrict m0 = p.mask + r * p.ldm;
   const uint64_t* __restrict m1 = m0 + p.ldm;
   const double* __restrict y = p.y + c0;
+  auto step = [&](int64_t k) NCAP_LAMBDA_INLINE {
+    double a0 = x0[k], a1 = x1[k];
+    if constexpr (kWeighted) {
+      a0 *= p.weight[k];
+      a1 *= p.weight[k];
+    }
+    const double* __restrict yk = y + k * p.ldy;
+    for (int q = 0; q < NV; ++q) {
+      const V yv = load(yk + q * W);
+      acc0[q] += a0 * yv;
+      acc1[q] += a1 * yv;
+    }
+  };
   for (int64_t wd = wd0; wd < wd1; ++wd) {
     uint64_t bits = m0[wd] | m1[wd];
     while (bits) {
       const int64_t k = (wd << 6) + ctz64(bits);
       bits &= bits - 1;
-      double a0 = x0[k], a1 = x1[k];
-      if constexpr (kWeighted) {
-        a0 *= p.weight[k];
-        a1 *= p.weight[k];
-      }
-      const double* __restrict yk = y + k * p.ldy;
-      for (int q = 0; q < NV; ++q) {
-        const V yv = load(yk + q * W);
-        acc0[q] += a0 * yv;
-        acc1[q] += a1 * yv;
-      }
+      step(k);
     }
   }
 }
@@ -426,6 +431,10 @@ NCAP_INLINE void panel_pair_words(const SparseOperand& p, int64_t r, int64_t c0,
 // (ReLU, dropout) rows the extra passes over the masks cost more than the pairing
 // saves (measured on Zen 4: AVX2 -10% on the reference trace, +37% on dense rows).
 constexpr bool kPairRows = NCAP_ISA_LEVEL == 2;
+// AVX2 pairs two rows only where their nonzeros mostly coincide (checked per block:
+// the union at most 3/4 of the two counts), in halves of kPairVectors vectors.
+constexpr bool kPairOverlapping = NCAP_ISA_LEVEL == 1;
+constexpr int kPairVectors = 4;
 
 NCAP_INLINE double any_column(const SparseOperand& p, int64_t r, int64_t c) {
   return p.weight ? panel_column<true>(p, r, c) : panel_column<false>(p, r, c);
@@ -457,6 +466,28 @@ NCAP_INLINE void strip_rows(const SparseOperand& p, int64_t c0, int64_t r0, int6
         panel_pair_words<NV, kWeighted>(p, r0 + r, c0, wd0, wd1, acc0, acc1);
         std::memcpy(part[r], acc0, sizeof acc0);
         std::memcpy(part[r + 1], acc1, sizeof acc1);
+      }
+    } else if constexpr (kPairOverlapping) {
+      // Two rows whose nonzeros mostly coincide (dense rows) share each load, in
+      // halves of at most kPairVectors vectors so that both rows' sums fit the registers.
+      constexpr int H = NV < kPairVectors ? NV : kPairVectors;
+      for (; r + 2 <= rows; r += 2) {
+        const uint64_t* m0 = p.mask + (r0 + r) * p.ldm;
+        const uint64_t* m1 = m0 + p.ldm;
+        int64_t both = 0, each = 0;
+        for (int64_t wd = wd0; wd < wd1; ++wd) {
+          both += __builtin_popcountll(m0[wd] | m1[wd]);
+          each += __builtin_popcountll(m0[wd]) + __builtin_popcountll(m1[wd]);
+        }
+        if (4 * both > 3 * each) break;  // little overlap: one row at a time (below)
+        for (int h = 0; h < NV; h += H) {
+          V acc0[H], acc1[H];
+          std::memcpy(acc0, part[r] + h * W, sizeof acc0);
+          std::memcpy(acc1, part[r + 1] + h * W, sizeof acc1);
+          panel_pair_words<H, kWeighted>(p, r0 + r, c0 + h * W, wd0, wd1, acc0, acc1);
+          std::memcpy(part[r] + h * W, acc0, sizeof acc0);
+          std::memcpy(part[r + 1] + h * W, acc1, sizeof acc1);
+        }
       }
     }
     for (; r < rows; ++r) {

@@ -71,9 +71,11 @@ def test_batch_numerator_matches_explicit_P(isa, strategy, kind, widths, batch):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("widths,batch", MEDIUM)
-def test_strategies_match_numpy_on_kernel_boundaries(isa, widths, batch, dtype):
-    """ReLU/dropout traces whose sizes cross vector, panel and mask-word boundaries."""
-    trace = mlp_trace(widths, batch, "relu_dropout", seed=batch).astype(dtype)
+@pytest.mark.parametrize("kind", ["relu_dropout", "tanh"])
+def test_strategies_match_numpy_on_kernel_boundaries(isa, widths, batch, dtype, kind):
+    """Traces whose sizes cross vector, panel, block and mask-word boundaries: sparse
+    (ReLU/dropout) and dense (tanh: rows that share every nonzero, which AVX2 pairs)."""
+    trace = mlp_trace(widths, batch, kind, seed=batch).astype(dtype)
     want = beff_numpy(*trace.args())
     results = {s: _core_beff(trace, s) for s in STRATEGIES}
     for strategy, got in results.items():

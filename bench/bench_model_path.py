@@ -4,7 +4,9 @@
 
 The bench backbone of ``bench_tf.py`` (Conv2D 32-64-64 on scikit-learn's digits) + the
 default probe (256, 128, 64) -> 10, B = 64, training mode. Times, interleaved round after
-round on the same batch: ``model.train_on_batch``; ``ncap.capture``; ``ncap.beff`` with
+round on the same batch: ``model.train_on_batch``; the model's forward pass alone in a
+``tf.function`` (what any capture must at least do, so it bounds the ratios below);
+``ncap.capture``; ``ncap.beff`` with
 the closed form (capture + kernel); ``ncap.beff(method="autodiff")`` compiled and eager
 (the paper's path). Prints min and median of each and the ratios of the medians.
 ``--profile`` adds a cProfile listing of 50 closed-form calls.
@@ -19,6 +21,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from bench_tf import _conv_probe_model, _digits, _interleaved  # noqa: E402
 
 import ncap  # noqa: E402
@@ -34,8 +38,10 @@ def main() -> None:
     model = _conv_probe_model()
     model.fit(x, y, batch_size=64, epochs=1, verbose=0)
     kw = dict(training=True, seed=1)
+    forward = tf.function(lambda a: model(a, training=True))
     fns = {
         "train_on_batch": lambda: model.train_on_batch(xb, yb),
+        "forward": lambda: np.asarray(forward(xb)),
         "capture": lambda: ncap.capture(model, xb, yb, **kw),
         "closed_form": lambda: ncap.beff(model, xb, yb, **kw),
         "autodiff_compiled": lambda: ncap.beff(
@@ -53,6 +59,13 @@ def main() -> None:
     print(f"closed_form / train_on_batch: {c / med['train_on_batch']:.2f}x")
     print(f"autodiff_compiled / closed_form: {med['autodiff_compiled'] / c:.1f}x")
     print(f"autodiff_eager / closed_form: {med['autodiff_eager'] / c:.1f}x")
+    f = med["forward"]
+    print(
+        f"bounds from the forward pass alone: autodiff_compiled / forward "
+        f"{med['autodiff_compiled'] / f:.1f}x, autodiff_eager / forward "
+        f"{med['autodiff_eager'] / f:.1f}x, forward / train_on_batch "
+        f"{f / med['train_on_batch']:.2f}x"
+    )
     if args.profile:
         import cProfile
         import pstats

@@ -29,7 +29,6 @@ constexpr int kMaxRows = 16;       // rows per fused_pair chunk (lane sums kept 
 
 #if defined(__GNUC__) || defined(__clang__)
 #define NCAP_INLINE inline __attribute__((always_inline))
-#define NCAP_LAMBDA_INLINE __attribute__((always_inline))
 #if NCAP_ISA_WIDTH > 1
 typedef double V __attribute__((vector_size(8 * NCAP_ISA_WIDTH)));
 typedef float VF __attribute__((vector_size(4 * NCAP_ISA_WIDTH)));
@@ -39,7 +38,6 @@ typedef long long VI __attribute__((vector_size(8 * NCAP_ISA_WIDTH)));
 NCAP_INLINE int ctz64(uint64_t x) { return __builtin_ctzll(x); }
 #else
 #define NCAP_INLINE inline
-#define NCAP_LAMBDA_INLINE
 NCAP_INLINE int ctz64(uint64_t x) {
   int n = 0;
   while (!(x & 1)) { x >>= 1; ++n; }
@@ -403,25 +401,22 @@ NCAP_INLINE void panel_pair_words(const SparseOperand& p, int64_t r, int64_t c0,
   const uint64_t* __restrict m0 = p.mask + r * p.ldm;
   const uint64_t* __restrict m1 = m0 + p.ldm;
   const double* __restrict y = p.y + c0;
-  auto step = [&](int64_t k) NCAP_LAMBDA_INLINE {
-    double a0 = x0[k], a1 = x1[k];
-    if constexpr (kWeighted) {
-      a0 *= p.weight[k];
-      a1 *= p.weight[k];
-    }
-    const double* __restrict yk = y + k * p.ldy;
-    for (int q = 0; q < NV; ++q) {
-      const V yv = load(yk + q * W);
-      acc0[q] += a0 * yv;
-      acc1[q] += a1 * yv;
-    }
-  };
   for (int64_t wd = wd0; wd < wd1; ++wd) {
     uint64_t bits = m0[wd] | m1[wd];
     while (bits) {
       const int64_t k = (wd << 6) + ctz64(bits);
       bits &= bits - 1;
-      step(k);
+      double a0 = x0[k], a1 = x1[k];
+      if constexpr (kWeighted) {
+        a0 *= p.weight[k];
+        a1 *= p.weight[k];
+      }
+      const double* __restrict yk = y + k * p.ldy;
+      for (int q = 0; q < NV; ++q) {
+        const V yv = load(yk + q * W);
+        acc0[q] += a0 * yv;
+        acc1[q] += a1 * yv;
+      }
     }
   }
 }

@@ -426,15 +426,14 @@ NCAP_INLINE void panel_pair_words(const SparseOperand& p, int64_t r, int64_t c0,
   }
 }
 
-// Rows are paired only where two rows of a full panel fit the registers (AVX-512:
-// 16 of 32). With 16 registers the panel would have to be split, and on sparse
-// (ReLU, dropout) rows the extra passes over the masks cost more than the pairing
-// saves (measured on Zen 4: AVX2 -10% on the reference trace, +37% on dense rows).
-constexpr bool kPairRows = NCAP_ISA_LEVEL == 2;
-// AVX2 pairs two rows only where their nonzeros mostly coincide (checked per block:
-// the union at most 3/4 of the two counts), in halves of kPairVectors vectors.
-constexpr bool kPairOverlapping = NCAP_ISA_LEVEL == 1;
-constexpr int kPairVectors = 4;
+// Two rows of a chunk share each load of y only where their nonzeros mostly coincide
+// (checked per block: the union at most 3/4 of the two counts; dense rows): on sparse
+// (ReLU, dropout) rows the union wastes more multiply-adds than the shared loads save
+// (AVX-512 pairing every row, measured on a Sapphire-Rapids-class Xeon: 1-10% slower on
+// every bench row). In halves of kPairVectors vectors, so that both rows' sums fit the
+// registers (16 of AVX-512's 32, 8 of AVX2's 16). Generic code never pairs.
+constexpr bool kPairOverlapping = NCAP_ISA_LEVEL >= 1;
+constexpr int kPairVectors = NCAP_ISA_LEVEL == 2 ? 8 : 4;
 
 NCAP_INLINE double any_column(const SparseOperand& p, int64_t r, int64_t c) {
   return p.weight ? panel_column<true>(p, r, c) : panel_column<false>(p, r, c);
@@ -458,18 +457,7 @@ NCAP_INLINE void strip_rows(const SparseOperand& p, int64_t c0, int64_t r0, int6
   for (int64_t wd0 = 0; wd0 < words; wd0 += kBlockWords<NV>) {
     const int64_t wd1 = wd0 + kBlockWords<NV> < words ? wd0 + kBlockWords<NV> : words;
     int64_t r = 0;
-    if constexpr (kPairRows) {
-      for (; r + 2 <= rows; r += 2) {
-        V acc0[NV], acc1[NV];
-        std::memcpy(acc0, part[r], sizeof acc0);
-        std::memcpy(acc1, part[r + 1], sizeof acc1);
-        panel_pair_words<NV, kWeighted>(p, r0 + r, c0, wd0, wd1, acc0, acc1);
-        std::memcpy(part[r], acc0, sizeof acc0);
-        std::memcpy(part[r + 1], acc1, sizeof acc1);
-      }
-    } else if constexpr (kPairOverlapping) {
-      // Two rows whose nonzeros mostly coincide (dense rows) share each load, in
-      // halves of at most kPairVectors vectors so that both rows' sums fit the registers.
+    if constexpr (kPairOverlapping) {
       constexpr int H = NV < kPairVectors ? NV : kPairVectors;
       for (; r + 2 <= rows; r += 2) {
         const uint64_t* m0 = p.mask + (r0 + r) * p.ldm;

@@ -3,8 +3,8 @@
 Each build (a ``_core*.so`` file) is timed in its own Python process, which
 loads that file as ``ncap._core`` *before* anything imports ncap; builds and
 repeats alternate, so that load from other jobs falls on all of them alike.
-(Loading a candidate after ``import ncap`` would time the installed module
-instead: CPython keeps the first extension module of a name.)
+(A candidate loaded after ``import ncap`` had imported its own ``_core`` was
+seen to time that module instead: load the candidate first.)
 
 Run:  python bench/ab_core.py build/a/_core*.so build/b/_core*.so [--isa avx2]
           [--rows ref,ref_dense,B=256] [--repeats 2] [--calls 300]

@@ -16,11 +16,11 @@ from ._backend import tf
 from .capture import (
     Capture,
     ProbeState,
-    capture_from_state,
     check_depth,
     derivatives,
     forward,
     get_chain,
+    kernel_arrays,
 )
 from .chain import ProbeChain
 from .options import INTERACTIONS, METHODS, Interaction, Method, check_flag, check_option
@@ -110,8 +110,11 @@ def beff(
         "loss": state.loss_fn.loss_name,
     }
     if method == "closed_form":
-        cap = capture if capture is not None else capture_from_state(chain, state)
-        result = beff_arrays(cap.acts, cap.derivs, cap.grads, reduction=reduction, threads=threads)
+        if capture is not None:
+            arrays = (capture.acts, capture.derivs, capture.grads)
+        else:
+            arrays = kernel_arrays(chain, state)
+        result = beff_arrays(*arrays, reduction=reduction, threads=threads)
         return dataclasses.replace(
             result, method="closed_form", interaction="direct", info={**result.info, **info}
         )

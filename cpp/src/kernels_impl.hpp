@@ -416,7 +416,7 @@ NCAP_INLINE void panel_pair_words(const SparseOperand& p, int64_t r, int64_t c0,
         V yv = load(yk + q * W);
 #if NCAP_ISA_LEVEL > 0 && defined(__GNUC__)
         // One load for both rows: GCC folds the load into each of the two FMAs (two loads
-        // per vector, AVX-512 measured on a Sapphire-Rapids-class Xeon: B=256 -15%).
+        // per vector; with one, AVX-512 on a Sapphire-Rapids-class Xeon: ref -14%, B=256 -22%).
         __asm__("" : "+v"(yv));
 #endif
         acc0[q] += a0 * yv;

@@ -7,7 +7,7 @@ repeats alternate, so that load from other jobs falls on all of them alike.
 seen to time that module instead: load the candidate first.)
 
 Run:  python bench/ab_core.py build/a/_core*.so build/b/_core*.so [--isa avx2]
-          [--rows ref,ref_dense,B=256] [--repeats 2] [--calls 300]
+          [--rows "ref,ref dense,B=256"] [--repeats 2] [--calls 300]
 
 Prints, per build and repeat, min/median milliseconds of ``_core.beff`` (one
 thread, batch reduction) per trace. Speed is never asserted: this is a tool
@@ -25,17 +25,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# name -> (widths, batch, activation): the rows of bench_core.py, by their names there.
-ROWS = {
-    "ref": ((2048, 256, 128, 64, 10), 64, "relu"),
-    "ref_dense": ((2048, 256, 128, 64, 10), 64, "tanh"),
-    "B=16": ((2048, 256, 128, 64, 10), 16, "relu"),
-    "B=256": ((2048, 256, 128, 64, 10), 256, "relu"),
-    "hidden/2": ((2048, 128, 64, 32, 10), 64, "relu"),
-    "hidden*2": ((2048, 512, 256, 128, 10), 64, "relu"),
-    "hidden*4": ((2048, 1024, 512, 256, 10), 64, "relu"),
-    "input=8192": ((8192, 256, 128, 64, 10), 64, "relu"),
-}
+sys.path.insert(0, str(HERE))
+from bench_core import CONFIGS  # noqa: E402  (the traces of the bench table, by their names there)
+
+# name -> (widths, batch, activation)
+ROWS = {c[0]: (c[1], c[2], c[3] if len(c) > 3 else "relu") for c in CONFIGS}
 
 _CHILD = r"""
 import importlib.util, json, sys, time

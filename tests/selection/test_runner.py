@@ -295,6 +295,25 @@ def test_interrupt_says_how_many_are_saved(tiny_data, tmp_path):
     assert again.settings["resumed"] == ["a"] and again.candidates[0].ok
 
 
+def test_ctrl_c_swallowed_by_the_candidates_code_still_interrupts(tiny_data, tmp_path):
+    # A real SIGINT whose KeyboardInterrupt a bare ``except:`` turns into another error, as
+    # TensorFlow's DType.max does under Keras' Dropout: the run stops, it is not a failure.
+    def swallows():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)  # the handler runs here
+        except:  # noqa: E722 - the library code this stands for
+            raise TypeError("Cannot find maximum value of <dtype: 'int32'>.") from None
+        raise AssertionError("SIGINT was not delivered")
+
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted) as info:
+        _select({"a": tiny_mlp, "swallows": swallows, "c": tiny_cnn}, tiny_data, out)
+    assert (info.value.saved, info.value.total) == (1, 3)
+    assert sorted(os.listdir(out / "candidates")) == ["a.json"]  # not saved as failed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's again
+
+
 def _npz(tmp_path: Path, data) -> Path:
     p = tmp_path / "target.npz"
     np.savez(p, x_train=data.x_train, y_train=data.y_train, x_val=data.x_val, y_val=data.y_val)

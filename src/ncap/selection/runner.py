@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
+import threading
 import time
 import traceback
 import uuid
@@ -144,6 +146,37 @@ def _process_exit_refused() -> Iterator[None]:
         os._exit = real
 
 
+@contextlib.contextmanager
+def _interrupt_noticed() -> Iterator[Callable[[], bool]]:
+    """Yields ``interrupted()``: whether Ctrl-C (SIGINT) arrived while the block ran.
+
+    Python turns SIGINT into a ``KeyboardInterrupt`` wherever the main thread is, and
+    library code with a bare ``except:`` may turn that into an ordinary error
+    (TensorFlow's ``DType.max``, which Keras' Dropout calls, raises "TypeError: Cannot
+    find maximum value"); the candidate would then be recorded as failed and the run go
+    on. The handler still raises ``KeyboardInterrupt`` as Python's does, and also
+    remembers the signal. Only Python's own handler is replaced, in the main thread.
+    """
+    seen = threading.Event()
+    mine = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if not mine:
+        yield seen.is_set
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield seen.is_set
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class InProcessRunner:
     """The candidates one after another in this process (no Dask)."""
 
@@ -162,8 +195,10 @@ class InProcessRunner:
             def on_epoch(epoch: int, logs: dict[str, Any], name: str = spec.name) -> None:
                 on_event(epoch_event(name, epoch, logs))
 
-            with _process_exit_refused():
+            with _process_exit_refused(), _interrupt_noticed() as interrupted:
                 rec = finetune_candidate(spec, data, settings, key, on_epoch)
+            if interrupted():  # even where the candidate's code swallowed the interrupt
+                raise KeyboardInterrupt
             on_done(rec)
 
 
